@@ -57,11 +57,13 @@ class Augment(nn.Module):
             ops = [
                 K.RandomBrightness((1 - cfg.brightness, 1 + cfg.brightness), clip_output=False, p=1.0),
                 K.RandomContrast((1 - cfg.contrast, 1 + cfg.contrast), clip_output=False, p=1.0),
-                K.RandomAffine(degrees=cfg.rotate, translate=(cfg.translate, cfg.translate),
-                               scale=(1 / cfg.scale, cfg.scale), p=1.0),
-                K.RandomErasing(scale=(cfg.cutout ** 2, cfg.cutout ** 2), ratio=(1.0, 1.0),
-                                value=0.0, p=1.0),
             ]
+            if cfg.rotate or cfg.translate or cfg.scale != 1.0:
+                ops.append(K.RandomAffine(degrees=cfg.rotate, translate=(cfg.translate, cfg.translate),
+                                          scale=(1 / cfg.scale, cfg.scale), p=1.0))
+            if cfg.cutout > 0:
+                ops.append(K.RandomErasing(scale=(cfg.cutout ** 2, cfg.cutout ** 2), ratio=(1.0, 1.0),
+                                           value=0.0, p=1.0))
             if flip:
                 ops.append(K.RandomHorizontalFlip(p=0.5))
         self.ops = K.AugmentationSequential(*ops) if ops else None

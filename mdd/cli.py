@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name != name:
                 raise
             continue
-        module.register_cli(sub)
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub)
     return parser
 
 

@@ -86,11 +86,15 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _how_to_get(flag: str, size: int, path: Path) -> str:
+    return (f"download it from {url(flag, size)} (md5 {expected_md5(flag, size)}) into "
+            f"{path.parent.resolve()}, point --root or ${ENV_ROOT} at a folder that has it, "
+            f"or pass download=True (CLI: --download) where there is internet")
+
+
 def _missing_message(flag: str, size: int, path: Path) -> str:
     return (f"MedMNIST file {path.name} not found in {path.parent.resolve()} "
-            f"(expected md5 {expected_md5(flag, size)}): download it from {url(flag, size)} "
-            f"into that folder, point --root or ${ENV_ROOT} at a folder that has it, "
-            f"or pass download=True (CLI: --download) where there is internet")
+            f"(expected md5 {expected_md5(flag, size)}): " + _how_to_get(flag, size, path))
 
 
 def verify(flag: str, size: int, path: Path) -> None:
@@ -133,8 +137,8 @@ def fetch(flag: str, size: int = 28, root: str | os.PathLike | None = None,
                                 f"expected {want}; the transfer was corrupt and nothing was "
                                 f"written to {path.parent}")
     except OSError as e:  # URLError, timeouts, refused connections
-        raise DataError(f"could not download {path.name} from {link}: {e}; "
-                        + _missing_message(flag, size, path).split(": ", 1)[1]) from None
+        raise DataError(f"could not download {path.name} from {link} ({e}); "
+                        + _how_to_get(flag, size, path)) from None
     return path
 
 

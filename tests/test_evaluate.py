@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from mdd import baselines, data as D
+from mdd.evaluate import EvalConfig, evaluate_set, metrics, resolve_device
+
+
+def test_metrics_follow_medmnist():
+    y = np.array([0, 1, 1, 0])
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    acc, auc = metrics(y, scores, "binary-class")
+    assert acc == 0.5 and auc == pytest.approx(roc_auc_score(y, scores[:, 1]))
+    acc3, _ = metrics(np.array([2, 0, 1]), np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2]]), "multi-class")
+    assert acc3 == 1.0
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_random_subset_is_balanced_and_seeded(make_fake):
+    d = D.load("breastmnist", root=make_fake("breastmnist", n=(20, 6, 8)))
+    x, y, idx = baselines.random_subset(d, 3, seed=1)
+    assert x.shape == (6, 1, 28, 28) and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.equal(d.train.y[idx], y) and torch.equal(d.train.x[idx], x)
+    assert torch.equal(baselines.random_subset(d, 3, seed=1)[2], idx)
+    assert not torch.equal(baselines.random_subset(d, 3, seed=2)[2], idx)
+    with pytest.raises(ValueError, match="fewer than ipc=11"):
+        baselines.random_subset(d, 11)
+
+
+def test_evaluate_set_protocol(make_fake):
+    d = D.load("breastmnist", root=make_fake("breastmnist", n=(20, 6, 8)))
+    cfg = EvalConfig(models=2, epochs=2, width=8, device="cpu")
+    x, y, _ = baselines.random_subset(d, 2)
+    r = evaluate_set(x, y, d, cfg, progress=False)
+    assert r["models"] == 2 and len(r["accs"]) == 2 and r["lr"] == 0.01 and r["n_train"] == 4
+    assert r["acc_std"] == pytest.approx(np.std(r["accs"]))
+    assert all(0 <= a <= 1 for a in r["accs"] + r["aucs"])
+    # seeds reproduce
+    assert evaluate_set(x, y, d, cfg, progress=False)["accs"] == r["accs"]
+    assert evaluate_set(x, y, d, cfg, lr=0.05, split="val", progress=False)["lr"] == 0.05
