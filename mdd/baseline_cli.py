@@ -13,9 +13,9 @@ FULL_EPOCHS = 30
 
 def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | None = None,
                  root=None, size: int = 28, seed: int = 0, device: str = "auto",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, download: bool = False) -> dict:
     """Evaluate the ``random`` subset at ``ipc`` or the ``full`` training set (§2 protocol)."""
-    data = mdata.load(flag, size=size, root=root)
+    data = mdata.load(flag, size=size, root=root, download=download)
     if epochs is None:
         epochs = FULL_EPOCHS if kind == "full" else EvalConfig.epochs
     cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device)
@@ -32,7 +32,8 @@ def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | 
 
 def _baseline(args: argparse.Namespace) -> dict:
     return run_baseline(args.flag, args.ipc, args.kind, models=args.models, epochs=args.epochs,
-                        root=args.root, size=args.size, seed=args.seed, device=args.device)
+                        root=args.root, size=args.size, seed=args.seed, device=args.device,
+                        download=args.download)
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -47,5 +48,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    add_common(p)
+    add_common(p, download=True)
     p.set_defaults(handler=_baseline)

@@ -40,13 +40,16 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def add_common(p: argparse.ArgumentParser, root: bool = True) -> None:
-    """Options every subcommand shares."""
+def add_common(p: argparse.ArgumentParser, root: bool = True, download: bool = False) -> None:
+    """Options every subcommand shares (``download``: also offer --download)."""
     p.add_argument("--format", choices=("json", "table"), default="json",
                    help="JSON for machines (default) or a readable table")
     if root:
         p.add_argument("--root", default=None,
                        help="MedMNIST folder (default: $MDD_DATA, else ./data)")
+    if download:
+        p.add_argument("--download", action="store_true",
+                       help="fetch a missing MedMNIST file (needs internet), md5-verified")
 
 
 def build_parser() -> argparse.ArgumentParser:
