@@ -3,34 +3,46 @@ flat parameters saved after every epoch, one safetensors file per expert.
 
 A folder of experts::
 
-    manifest.json          flag, size, recipe, layout, normalization, versions, experts[]
-    expert_000.safetensors "trajectory": (T+1)×P, epochs 0…T of one expert
+    manifest.json          flag, size, recipe, seed, layout, normalization, versions, experts[]
+    expert_000.safetensors "trajectory": (T+1)×P, epochs 0…T of one expert (fp32 or fp16)
 
-``ExpertSet(folder)`` reads it back for the matching code.
+``ExpertSet(folder)`` reads it back for the matching code. ``train_experts`` fills a
+folder, resuming where a killed run stopped; experts are independent jobs that run in
+this process, in local worker processes or on a Dask cluster (:mod:`mdd.executors`).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
+import os
 import platform
+import socket
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from . import __version__
+from .alloc import tuned_malloc
 from .augment import Augment, AugmentConfig
-from .data import MedMNIST, Normalization, load
+from .data import MedMNIST, Normalization, load, resolve_root
 from .evaluate import metrics, predict, resolve_device
+from .executors import Placement, job_threads, open_executor
 from .io import atomic_path, read_json, write_json
 from .nets import ConvNet, ParamLayout, flatten_params
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 FORMAT_VERSION = 1
 
 
@@ -57,12 +69,30 @@ class ExpertRecipe:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-#: experts, epochs and width per preset.
+#: experts, epochs and width per preset. ``cpu``: an even expert count keeps both
+#: workers of a 2-core machine busy to the end; 15 epochs leave room for matching
+#: targets up to epoch 15 (BreastMNIST ~1.5 min, PneumoniaMNIST ~10 min on 2 cores).
 PRESETS: dict[str, dict] = {
     "smoke": dict(experts=2, epochs=2, width=32),
-    "cpu": dict(experts=5, epochs=20, width=128),
+    "cpu": dict(experts=4, epochs=15, width=128),
     "paper": dict(experts=100, epochs=50, width=128),
 }
+
+
+def preset_recipe(preset: str, **overrides: Any) -> tuple[ExpertRecipe, int]:
+    """(recipe, number of experts) of a preset; ``overrides`` that are not None win.
+
+    ``overrides`` may name any :class:`ExpertRecipe` field and ``experts``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    experts = int(values.pop("experts"))
+    names = {f.name for f in fields(ExpertRecipe)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"not recipe fields: {sorted(unknown)}")
+    return ExpertRecipe(**values), experts
 
 
 def expert_file(i: int) -> str:
@@ -75,7 +105,11 @@ def build_net(data: MedMNIST, width: int) -> ConvNet:
 
 def train_expert(data: MedMNIST, recipe: ExpertRecipe, seed: int, device: str = "auto",
                  progress: bool = False) -> tuple[torch.Tensor, dict]:
-    """Train one expert; returns its trajectory (T+1)×P (float32, CPU) and val/test accuracy."""
+    """Train one expert; returns its trajectory (T+1)×P (float32, CPU) and val/test accuracy.
+
+    ``seed`` fixes the initialization, the batch order and the augmentation: the same
+    seed, device and thread count give the same trajectory bit for bit.
+    """
     dev = resolve_device(device)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -101,12 +135,32 @@ def train_expert(data: MedMNIST, recipe: ExpertRecipe, seed: int, device: str = 
     return torch.stack(snapshots), result
 
 
-def save_trajectory(path: str | Path, trajectory: torch.Tensor, fp16: bool = False) -> None:
-    """Write a (T+1)×P trajectory atomically as safetensors."""
+# ---------------------------------------------------------------- trajectory files
+def trajectory_bytes(trajectory: torch.Tensor, fp16: bool = False,
+                     metadata: dict[str, str] | None = None) -> bytes:
+    """A (T+1)×P trajectory as the bytes of a safetensors file (tensor ``trajectory``)."""
     t = trajectory.detach().cpu().contiguous()
     t = t.half() if fp16 else t.float()
+    return save({"trajectory": t}, metadata)
+
+
+def write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically: the file appears whole or not at all."""
     with atomic_path(path) as tmp:
-        save_file({"trajectory": t}, str(tmp))
+        tmp.write_bytes(payload)
+        # mkstemp makes 0600 files; experts are meant to be shared like any other output.
+        tmp.chmod(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def save_trajectory(path: str | Path, trajectory: torch.Tensor, fp16: bool = False) -> None:
+    """Write a (T+1)×P trajectory atomically as safetensors."""
+    write_bytes(path, trajectory_bytes(trajectory, fp16))
 
 
 def load_trajectory(path: str | Path, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -114,11 +168,26 @@ def load_trajectory(path: str | Path, device: str | torch.device = "cpu") -> tor
     return load_file(str(path), device=str(device))["trajectory"].float()
 
 
+def load_snapshots(path: str | Path, epochs: list[int],
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Rows ``epochs`` of a trajectory file, len(epochs)×P float32, reading only those rows."""
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        rows = f.get_slice("trajectory")
+        return torch.stack([rows[t] for t in epochs]).float()
+
+
+# ---------------------------------------------------------------- manifest
 def git_commit() -> str | None:
+    """HEAD of the checkout mdd runs from, with "+dirty" when tracked files changed."""
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=here, timeout=5).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here.parent,
+                               capture_output=True, timeout=5).returncode == 1
+        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -128,20 +197,218 @@ def versions() -> dict:
             "git_commit": git_commit()}
 
 
-def new_manifest(data: MedMNIST, recipe: ExpertRecipe) -> dict:
+def new_manifest(data: MedMNIST, recipe: ExpertRecipe, seed: int = 0) -> dict:
     net = build_net(data, recipe.width)
     return {"format": FORMAT_VERSION, "flag": data.flag, "size": data.size,
             "n_channels": data.n_channels, "num_classes": data.num_classes,
-            "recipe": recipe.to_dict(), "net": net.config,
+            "recipe": recipe.to_dict(), "seed": seed, "net": net.config,
             "layout": ParamLayout.of(net).to_dict(), "norm": data.norm.to_dict(),
             "versions": versions(), "experts": []}
 
 
 def _identity(m: dict) -> dict:
-    """The parts of a manifest that must agree before two runs may share a folder."""
-    return {k: m[k] for k in ("format", "flag", "size", "recipe", "layout")}
+    """The parts of a manifest that must agree before two runs may share a folder.
+
+    The recipe goes through :class:`ExpertRecipe` so that a field added in a later
+    version (with its default) does not make an older folder look different.
+    """
+    ident = {k: m[k] for k in ("format", "flag", "size", "layout")}
+    ident["recipe"] = ExpertRecipe.from_dict(m["recipe"]).to_dict()
+    return ident
 
 
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like values: "recipe.lr: 0.01 ≠ 0.02"."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b])
+                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {json.dumps(a)} there, {json.dumps(b)} asked"]
+
+
+def _resume_manifest(out: Path, fresh: dict) -> dict:
+    """The manifest to continue in ``out``: the old one with its finished experts, or
+    ``fresh``. Raises ValueError when ``out`` holds experts of another recipe or seed."""
+    path = out / MANIFEST
+    if not path.is_file():
+        strays = sorted(p.name for p in out.glob("expert_*.safetensors"))
+        if strays:
+            raise ValueError(f"{out} holds {strays[0]} but no {MANIFEST}; pick an empty --out")
+        return fresh
+    try:
+        old = read_json(path)
+        diffs = _differences(_identity(old), _identity(fresh))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not an mdd expert manifest ({e}); pick another --out") from None
+    base = old.get("seed", fresh["seed"])
+    if any(e["seed"] != base + e["id"] for e in old["experts"]):
+        base = None  # a folder from before "seed" was recorded, with other seeds
+    if base != fresh["seed"]:
+        diffs.append(f"seed: {json.dumps(base)} there, {fresh['seed']} asked")
+    if diffs:
+        raise ValueError(f"{out} holds experts of another recipe ({'; '.join(diffs)}); "
+                         "use another --out, or delete that folder to retrain")
+    kept = [e for e in old["experts"] if (out / e["file"]).is_file()]
+    return {**fresh, **old, "seed": fresh["seed"], "experts": kept}
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` so two runs never write one folder at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one run per folder is on the user
+        yield
+        return
+    with open(out / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out} is being written by another `mdd experts` run; "
+                             "wait for it or pick another --out") from None
+        yield
+
+
+# ---------------------------------------------------------------- one expert, anywhere
+@dataclass
+class ExpertJob:
+    """Everything a worker needs to train expert ``id``: plain values, so it pickles."""
+
+    flag: str
+    size: int
+    root: str
+    recipe: dict
+    id: int
+    seed: int
+    device: str = "auto"
+    threads: int | None = None
+    host_slots: dict[str, int] = field(default_factory=dict)
+    tuned_malloc: bool = True
+    progress: bool = False
+
+
+_DATA: dict[tuple, MedMNIST] = {}
+
+
+def _load_cached(flag: str, size: int, root: str) -> MedMNIST:
+    """Load once per process: a worker that trains several experts reads the file once."""
+    key = (flag, size, root)
+    if key not in _DATA:
+        _DATA.clear()  # keep one data set, not every one this process has seen
+        _DATA[key] = load(flag, size=size, root=root)
+    return _DATA[key]
+
+
+def run_job(job: ExpertJob) -> tuple[bytes, dict]:
+    """Train one expert where this runs; returns its file's bytes and its manifest entry.
+
+    Bytes rather than a path: a Dask worker need not share a file system with the
+    caller, and only the caller writes the folder (so the manifest has one writer).
+    """
+    threads = job_threads(job.threads, job.host_slots)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data = _load_cached(job.flag, job.size, job.root)
+        recipe = ExpertRecipe.from_dict(job.recipe)
+        t0 = time.perf_counter()
+        with tuned_malloc(job.tuned_malloc):
+            traj, result = train_expert(data, recipe, job.seed, job.device, job.progress)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(before)
+    payload = trajectory_bytes(traj, recipe.fp16, {"flag": job.flag, "seed": str(job.seed)})
+    entry = {"id": job.id, "seed": job.seed, "file": expert_file(job.id), **result,
+             "seconds": round(seconds, 2), "device": str(resolve_device(job.device)),
+             "threads": threads, "host": socket.gethostname(), "mdd": __version__,
+             "torch": torch.__version__}
+    return payload, entry
+
+
+# ---------------------------------------------------------------- many experts
+def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe | None = None,
+                  root=None, size: int = 28, seed: int = 0, device: str = "auto",
+                  progress: bool = True, workers: int | None = None, threads: int | None = None,
+                  scheduler: str | None = None, client: Any = None, tuned: bool = True,
+                  on_expert: Callable[[dict], None] | None = None) -> dict:
+    """Train experts ``0 … experts-1`` into ``out``, resuming: finished experts are skipped.
+
+    Expert ``i`` uses seed ``seed + i``. Each finished expert's file is written
+    atomically and then the manifest, so a killed run loses at most the experts in
+    progress. A folder whose manifest has another recipe, dataset or seed is refused.
+
+    Where experts run (:func:`mdd.executors.open_executor`): ``workers=None`` one local
+    process per core (this process when one expert is left or on a GPU), ``workers=0``
+    this process, ``workers=W`` W processes; ``scheduler="tcp://…"`` or ``client`` (a
+    ``dask.distributed.Client``) a Dask cluster whose workers can read ``root``.
+    ``threads``: torch threads per local job (default cores // workers). ``tuned``:
+    glibc allocator tuning around training (:mod:`mdd.alloc`). ``on_expert(entry)`` is
+    called after each expert is on disk. Returns the manifest.
+    """
+    recipe = recipe or ExpertRecipe()
+    root = str(resolve_root(root).resolve())  # workers may start in another directory
+    data = _load_cached(flag, size, root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if workers is None and resolve_device(device).type == "cuda":
+        workers = 0  # one GPU: processes would only queue on it
+    with _folder_lock(out):
+        manifest = _resume_manifest(out, new_manifest(data, recipe, seed))
+        for tmp in out.glob(".*.tmp"):  # half-written files of a killed run
+            tmp.unlink()
+        write_json(out / MANIFEST, manifest)  # claims the folder for this recipe at once
+        done = {e["id"] for e in manifest["experts"]}
+        todo = [i for i in range(experts) if i not in done]
+        if not todo:
+            return manifest
+        with open_executor(workers, len(todo), threads, scheduler, client) as place:
+            jobs = [ExpertJob(flag, size, root, recipe.to_dict(), i, seed + i, device,
+                              place.threads, place.host_slots, tuned,
+                              progress=progress and place.kind == "inline") for i in todo]
+            bar = tqdm(total=len(done) + len(todo), initial=len(done), unit="expert",
+                       desc=f"experts {flag} ({place.describe()})", disable=not progress)
+            with bar:
+                _run_jobs(place, jobs, out, manifest, bar, on_expert)
+    return manifest
+
+
+def _run_jobs(place: Placement, jobs: list[ExpertJob], out: Path, manifest: dict,
+              bar: tqdm, on_expert: Callable[[dict], None] | None) -> None:
+    """Submit ``jobs``, record each finished one; on a failure, keep what finishes."""
+    # Inline jobs run inside submit(): one at a time, so each is recorded before the next.
+    window = 1 if place.kind == "inline" else len(jobs)
+    pending, running = list(jobs), {}
+    failure: tuple[int, BaseException] | None = None
+    while pending or running:
+        while pending and len(running) < window and failure is None:
+            job = pending.pop(0)
+            running[place.executor.submit(run_job, job)] = job
+        finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for fut in finished:
+            job = running.pop(fut)
+            if fut.cancelled():
+                continue
+            if fut.exception() is not None:
+                failure = failure or (job.id, fut.exception())
+                pending.clear()
+                for other in running:
+                    other.cancel()  # queued ones stop; running ones finish and are kept
+                continue
+            payload, entry = fut.result()
+            write_bytes(out / entry["file"], payload)
+            manifest["experts"] = sorted([*manifest["experts"], entry], key=lambda e: e["id"])
+            write_json(out / MANIFEST, manifest)
+            bar.update()
+            bar.set_postfix(test_acc=f"{entry['test_acc']:.3f}")
+            if on_expert is not None:
+                on_expert(entry)
+    if failure is not None:
+        i, err = failure
+        if hasattr(err, "add_note"):
+            err.add_note(f"while training expert {i}; finished experts are kept in {out}")
+        raise err
+
+
+# ---------------------------------------------------------------- reading
 class ExpertSet:
     """A folder of expert trajectories, as the matching code reads it."""
 
@@ -171,6 +438,11 @@ class ExpertSet:
         """Expert ``i``'s trajectory, (T+1)×P float32."""
         return load_trajectory(self.folder / self.entries[i]["file"], device)
 
+    def snapshots(self, i: int, epochs: list[int],
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+        """Epochs ``epochs`` of expert ``i``, len(epochs)×P float32, without reading the rest."""
+        return load_snapshots(self.folder / self.entries[i]["file"], epochs, device)
+
     def net(self) -> ConvNet:
         """A ConvNet with this set's architecture (its parameters are not the experts')."""
         c = self.manifest["net"]
@@ -181,34 +453,61 @@ class ExpertSet:
         return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe | None = None,
-                  root=None, size: int = 28, seed: int = 0, device: str = "auto",
-                  progress: bool = True) -> dict:
-    """Train ``experts`` experts into ``out``, resuming: finished experts are skipped.
+# ---------------------------------------------------------------- command line
+def _experts_cli(args: argparse.Namespace) -> dict | list[dict]:
+    recipe, experts = preset_recipe(
+        args.preset, experts=args.experts, epochs=args.epochs, width=args.width, lr=args.lr,
+        momentum=args.momentum, batch_size=args.batch_size, fp16=args.fp16 or None)
+    trained: list[int] = []
+    t0 = time.perf_counter()
+    manifest = train_experts(args.flag, args.out, experts, recipe, root=args.root, size=args.size,
+                             seed=args.seed, device=args.device, workers=args.workers,
+                             threads=args.threads, scheduler=args.scheduler,
+                             tuned=not args.no_tuned_malloc,
+                             on_expert=lambda e: trained.append(e["id"]))
+    rows = [{"id": e["id"], "seed": e["seed"], "file": e["file"], "val_acc": e["val_acc"],
+             "test_acc": e["test_acc"], "test_auc": e["test_auc"], "seconds": e.get("seconds"),
+             "trained_now": e["id"] in trained} for e in manifest["experts"]]
+    if args.format == "table":
+        return rows
+    accs = [e["test_acc"] for e in manifest["experts"]]
+    return {"out": str(args.out), "flag": args.flag, "size": args.size, "preset": args.preset,
+            "recipe": manifest["recipe"], "finished": len(rows), "trained": sorted(trained),
+            "skipped": sorted(r["id"] for r in rows if not r["trained_now"]),
+            "test_acc_mean": sum(accs) / len(accs) if accs else None,
+            "seconds": round(time.perf_counter() - t0, 1), "experts": rows}
 
-    Expert ``i`` uses seed ``seed + i``. The manifest is rewritten atomically after each
-    expert, so a killed run loses at most the expert in progress. A folder whose
-    manifest was made with another recipe is refused.
-    """
-    recipe = recipe or ExpertRecipe()
-    data = load(flag, size=size, root=root)
-    out = Path(out)
-    manifest = new_manifest(data, recipe)
-    path = out / MANIFEST
-    if path.is_file():
-        old = read_json(path)
-        if _identity(old) != _identity(manifest):
-            raise ValueError(f"{out} holds experts of another recipe or dataset; use another --out "
-                             f"or delete it (theirs: {json.dumps(_identity(old)['recipe'])})")
-        manifest["experts"] = [e for e in old["experts"] if (out / e["file"]).is_file()]
-    done = {e["id"] for e in manifest["experts"]}
-    for i in tqdm(range(experts), desc=f"experts {flag}", disable=not progress):
-        if i in done:
-            continue
-        traj, result = train_expert(data, recipe, seed=seed + i, device=device, progress=progress)
-        save_trajectory(out / expert_file(i), traj, recipe.fp16)
-        manifest["experts"].append({"id": i, "seed": seed + i, "file": expert_file(i), **result})
-        manifest["experts"].sort(key=lambda e: e["id"])
-        write_json(path, manifest)
-    write_json(path, manifest)
-    return manifest
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    from .cli import add_common
+    p = sub.add_parser("experts", help="train expert trajectories (resumable; local or Dask)",
+                       description="Train expert trajectories into --out, one safetensors file "
+                       "per expert plus manifest.json. Re-running the same command resumes.")
+    p.add_argument("--flag", required=True)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--out", required=True, help="folder of the experts (created; resumed if present)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="cpu",
+                   help="scale: " + "; ".join(f"{k}: {v['experts']} experts × {v['epochs']} epochs, "
+                                              f"width {v['width']}" for k, v in PRESETS.items())
+                   + " (default cpu); the options below override it")
+    p.add_argument("--experts", type=int, default=None, help="number of experts E")
+    p.add_argument("--epochs", type=int, default=None, help="epochs T per expert")
+    p.add_argument("--width", type=int, default=None, help="ConvNet width")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 256)")
+    p.add_argument("--fp16", action="store_true", help="store trajectories in float16")
+    p.add_argument("--seed", type=int, default=0, help="expert i uses seed + i")
+    p.add_argument("--device", default="auto")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="local worker processes (0: this process; default: one per core)")
+    where.add_argument("--scheduler", default=None,
+                       help="Dask scheduler address, e.g. tcp://host:8786 (needs mdd[dask]); "
+                            "its workers must be able to read --root")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per local worker (default: cores // workers)")
+    p.add_argument("--no-tuned-malloc", action="store_true",
+                   help="leave glibc's allocator at its defaults (see mdd.alloc)")
+    add_common(p)
+    p.set_defaults(handler=_experts_cli)
