@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from medmnist.evaluator import getACC, getAUC
 from tqdm.auto import tqdm
 
+from .alloc import tuned_malloc
 from .augment import Augment, AugmentConfig
 from .data import MappedImages, MedMNIST
 from .nets import ConvNet
@@ -99,11 +100,12 @@ def evaluate_set(x: torch.Tensor, y: torch.Tensor, data: MedMNIST, cfg: EvalConf
     target = data.split(split)
     accs, aucs = [], []
     t0 = time.perf_counter()
-    for k in tqdm(range(cfg.models), desc=f"evaluate on {split}", disable=not progress):
-        net = train_network(x, y, data, cfg, seed=cfg.seed + k, lr=lr)
-        acc, auc = metrics(target.y.numpy(), predict(net, target.x, cfg.eval_batch), data.task)
-        accs.append(acc)
-        aucs.append(auc)
+    with tuned_malloc():
+        for k in tqdm(range(cfg.models), desc=f"evaluate on {split}", disable=not progress):
+            net = train_network(x, y, data, cfg, seed=cfg.seed + k, lr=lr)
+            acc, auc = metrics(target.y.numpy(), predict(net, target.x, cfg.eval_batch), data.task)
+            accs.append(acc)
+            aucs.append(auc)
     return {
         "split": split,
         "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)),
