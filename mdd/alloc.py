@@ -19,6 +19,7 @@ from typing import Iterator
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 # glibc's documented defaults, restored on exit
 _DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
+_depth = 0  # nesting: only the outermost block restores the defaults
 
 
 def _libc():
@@ -39,14 +40,19 @@ def tuned_malloc(enabled: bool = True) -> Iterator[bool]:
     False or ``MDD_TUNED_MALLOC=0``).
     """
     libc = _libc() if enabled and os.environ.get("MDD_TUNED_MALLOC", "1") != "0" else None
+    global _depth
     if libc is None:
-        yield False
+        yield _depth > 0
         return
-    libc.mallopt(M_MMAP_MAX, 0)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    if _depth == 0:
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    _depth += 1
     try:
         yield True
     finally:
-        for param, value in _DEFAULTS.items():
-            libc.mallopt(param, value)
-        libc.malloc_trim(0)
+        _depth -= 1
+        if _depth == 0:
+            for param, value in _DEFAULTS.items():
+                libc.mallopt(param, value)
+            libc.malloc_trim(0)
