@@ -1,0 +1,422 @@
+"""Side-by-side comparison of saved results (notebook 06): plain callbacks plus a small
+ipywidgets front end (:func:`compare_widget`) that only wires them together.
+
+Saved results, read from one or more results folders (default ``results/``)::
+
+    results/benchmark.csv        long format, one row per (flag, size, ipc, method)
+    results/baselines/*.json     each the JSON printed by ``mdd baseline``
+                                 (method = its ``kind``: "random" or "full")
+
+``benchmark.csv`` columns: ``flag, ipc, method, acc_mean, acc_std, auc_mean, auc_std``
+(required) and ``size, models, epochs, seed, lr, artifact`` (optional). ``artifact`` is
+the folder of a distilled set (relative paths are taken from the project root); the
+full-data row leaves ``ipc`` empty. :func:`upsert_benchmark` writes rows in this schema.
+
+Every callback takes the loaded results table and returns figures or tables, so tests
+call them without a browser; with only baselines saved, the image panel shows the
+random real subset that the baseline was evaluated on.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import baselines, data as mdata
+from .io import read_json, write_json, write_text
+from .notebooks import preset_sizes, resolve_path
+from .viz import blank_figure, draw_image_grid, grid_size
+
+BENCHMARK = "benchmark.csv"
+REQUIRED = ("flag", "ipc", "method", "acc_mean", "acc_std", "auc_mean", "auc_std")
+OPTIONAL = ("size", "models", "epochs", "seed", "lr", "artifact")
+COLUMNS = REQUIRED + OPTIONAL + ("source",)
+KEY = ["flag", "size", "ipc", "method"]
+#: Display order of known methods; others follow alphabetically.
+METHOD_ORDER = ("random", "mtt", "ptm", "ptm_dom", "ptm+dom", "full")
+
+
+# ---------------------------------------------------------------- reading results
+def _normalize(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source} lacks columns {missing}; results need {list(REQUIRED)}")
+    df = df.copy()
+    for c in OPTIONAL:
+        if c not in df.columns:
+            df[c] = None
+    df["size"] = pd.to_numeric(df["size"], errors="coerce").fillna(28).astype(int)
+    df["ipc"] = pd.to_numeric(df["ipc"], errors="coerce").astype("Int64")
+    for c in ("acc_mean", "acc_std", "auc_mean", "auc_std", "lr"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("models", "epochs", "seed"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    df["method"] = df["method"].astype(str)
+    df["artifact"] = pd.Series([a if isinstance(a, str) and a.strip() else None
+                                for a in df["artifact"]], index=df.index, dtype=object)
+    df["source"] = df["source"] if "source" in df.columns else source
+    return df[list(COLUMNS)]
+
+
+def read_benchmark(path: str | os.PathLike) -> pd.DataFrame:
+    """``benchmark.csv`` → the results table (schema: module docstring)."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable results CSV ({e})") from None
+    return _normalize(df, str(path))
+
+
+def read_baseline(path: str | os.PathLike) -> dict:
+    """One ``mdd baseline`` JSON → one results row (method = its ``kind``)."""
+    try:
+        r = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun `mdd baseline` for it") from None
+    need = ("flag", "kind", "acc_mean", "acc_std", "auc_mean", "auc_std")
+    if not isinstance(r, dict) or any(k not in r for k in need):
+        raise ValueError(f"{path} is not the output of `mdd baseline` (needs keys {list(need)})")
+    return {**{k: r.get(k) for k in REQUIRED + OPTIONAL if k != "method"},
+            "method": r["kind"], "source": str(path)}
+
+
+def load_results(folders: str | os.PathLike | Iterable[str | os.PathLike] = "results") -> pd.DataFrame:
+    """Every saved result under ``folders`` (missing folders are skipped), one row per
+    (flag, size, ipc, method): the first folder wins, and within a folder
+    ``benchmark.csv`` wins over ``baselines/*.json``."""
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    parts = []
+    for folder in map(resolve_path, folders):
+        if (folder / BENCHMARK).is_file():
+            parts.append(read_benchmark(folder / BENCHMARK))
+        rows = [read_baseline(p) for p in sorted(glob.glob(str(folder / "baselines" / "*.json")))]
+        if rows:
+            parts.append(_normalize(pd.DataFrame(rows), str(folder / "baselines")))
+    if not parts:
+        return _normalize(pd.DataFrame(columns=list(REQUIRED)), "")
+    df = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
+    return df.drop_duplicates(KEY, keep="first").reset_index(drop=True)
+
+
+def upsert_benchmark(rows: Sequence[dict] | pd.DataFrame,
+                     path: str | os.PathLike = f"results/{BENCHMARK}") -> pd.DataFrame:
+    """Add ``rows`` to ``benchmark.csv`` (replacing rows with the same flag, size, ipc
+    and method), atomically; returns the whole table as written."""
+    path = resolve_path(path)
+    new = _normalize(pd.DataFrame(rows), str(path)).drop(columns="source")
+    old = read_benchmark(path).drop(columns="source") if path.is_file() else new.iloc[:0]
+    both = pd.concat([new, old], ignore_index=True) if not old.empty else new
+    both = both.drop_duplicates(KEY, keep="first")
+    both = (both.assign(_rank=both["method"].map(lambda m: _method_rank(m)[0]))
+            .sort_values(["flag", "size", "ipc", "_rank", "method"]).drop(columns="_rank"))
+    write_text(path, both.to_csv(index=False))
+    return both.reset_index(drop=True)
+
+
+def _method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+# ---------------------------------------------------------------- choices
+def flag_options(results: pd.DataFrame) -> list[str]:
+    """Modalities with any saved result."""
+    return sorted(results["flag"].dropna().unique())
+
+
+def ipc_options(results: pd.DataFrame, flag: str) -> list[int]:
+    """ipc values saved for ``flag`` (the full-data row has none)."""
+    ipcs = results.loc[results["flag"] == flag, "ipc"].dropna().unique()
+    return sorted(int(i) for i in ipcs)
+
+
+def method_options(results: pd.DataFrame, flag: str, ipc: int | None) -> list[str]:
+    """Methods saved for ``flag`` at ``ipc``, plus ``full`` when saved for ``flag``."""
+    sub = select(results, flag, ipc)
+    return sorted(sub["method"].unique(), key=_method_rank)
+
+
+def select(results: pd.DataFrame, flag: str, ipc: int | None,
+           methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of ``flag`` at ``ipc`` (and its full-data row), optionally only ``methods``."""
+    at_ipc = results["ipc"].isna() if ipc is None else (results["ipc"] == ipc).fillna(False)
+    keep = (results["flag"] == flag) & (at_ipc | (results["method"] == "full"))
+    if methods is not None:
+        keep &= results["method"].isin(list(methods))
+    sub = results[keep]
+    order = sorted(range(len(sub)), key=lambda i: _method_rank(sub["method"].iloc[i]))
+    return sub.iloc[order].reset_index(drop=True)
+
+
+def accuracy_table(results: pd.DataFrame, flag: str, ipc: int | None,
+                   methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per method: mean ± std ACC and AUC, and the gain in ACC over the random
+    subset at the same ipc (NaN when no random row is saved)."""
+    sub = select(results, flag, ipc, methods)
+    rand = select(results, flag, ipc, ["random"])
+    base = float(rand["acc_mean"].iloc[0]) if len(rand) else math.nan
+    return pd.DataFrame({
+        "flag": sub["flag"], "ipc": sub["ipc"], "method": sub["method"],
+        "acc": [_pm(m, s) for m, s in zip(sub["acc_mean"], sub["acc_std"])],
+        "auc": [_pm(m, s) for m, s in zip(sub["auc_mean"], sub["auc_std"])],
+        "acc_mean": sub["acc_mean"], "acc_std": sub["acc_std"],
+        "auc_mean": sub["auc_mean"], "auc_std": sub["auc_std"],
+        "gain_vs_random": sub["acc_mean"] - base,
+        "models": sub["models"], "epochs": sub["epochs"],
+        "images": ["saved artifact" if a else ("random real subset" if m == "random" else "")
+                   for a, m in zip(sub["artifact"], sub["method"])],
+        "source": sub["source"],
+    })
+
+
+def _pm(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.3f} ± {0.0 if pd.isna(std) else std:.3f}"
+
+
+# ---------------------------------------------------------------- images
+@dataclass
+class Panel:
+    """The images shown for one method: uint8 pixels with labels, or a note why not."""
+
+    method: str
+    title: str
+    pixels: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    note: str = ""
+
+
+@functools.lru_cache(maxsize=4)
+def _load(flag: str, size: int, root: str | None) -> mdata.MedMNIST:
+    return mdata.load(flag, size=size, root=root)
+
+
+def load_artifact(path: str | os.PathLike, data: mdata.MedMNIST) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8, as :meth:`MedMNIST.pixels`) and labels of a distilled set folder.
+
+    Uses ``mdd.artifact.load(path)`` when that module provides it (an object or dict
+    with ``images``/``x``, ``labels``/``y`` and optionally ``norm``); otherwise reads the
+    first ``*.safetensors`` file in the folder with those tensor names. Images are in
+    ``norm``'s normalized space (the dataset's own when the artifact has none).
+    """
+    folder = resolve_path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"artifact {folder} does not exist")
+    try:
+        from . import artifact as art  # the distillation engine's format, when present
+        obj = art.load(folder) if hasattr(art, "load") else None
+    except ImportError:
+        obj = None
+    if obj is None:
+        from safetensors.torch import load_file
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
+        if not files:
+            raise FileNotFoundError(f"no .safetensors file in artifact {folder}")
+        obj = load_file(str(files[0]))
+    x, y, norm = (_field(obj, "images", "x"), _field(obj, "labels", "y"),
+                  _field(obj, "norm", default=None))
+    if norm is not None and not isinstance(norm, mdata.Normalization):
+        norm = mdata.Normalization.from_dict(norm)
+    x = x.detach().float().cpu()
+    p = (norm or data.norm).denormalize(x).clamp(0, 1)
+    u8 = (p * 255).round().byte().numpy()
+    return (u8[:, 0] if u8.shape[1] == 1 else u8.transpose(0, 2, 3, 1)), np.asarray(y).reshape(-1)
+
+
+def _field(obj, *names: str, default=KeyError):
+    for n in names:
+        if isinstance(obj, dict) and n in obj:
+            return obj[n]
+        if not isinstance(obj, dict) and hasattr(obj, n):
+            return getattr(obj, n)
+    if default is KeyError:
+        raise KeyError(f"artifact has none of {names}")
+    return default
+
+
+def panel_for(row: pd.Series, data: mdata.MedMNIST) -> Panel | None:
+    """The images of one results row: its artifact when saved, the random real subset for
+    ``random`` (same seed as the baseline), nothing for ``full``, a note otherwise."""
+    method, ipc = row["method"], row["ipc"]
+    if method == "full":
+        return None
+    if row.get("artifact"):
+        try:
+            pixels, labels = load_artifact(row["artifact"], data)
+            return Panel(method, f"{method} (distilled)", pixels, labels)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            return Panel(method, method, note=f"artifact unreadable:\n{e}")
+    if method == "random" and not pd.isna(ipc):
+        seed = 0 if pd.isna(row.get("seed")) else int(row["seed"])
+        x, y, _ = baselines.random_subset(data, int(ipc), seed=seed)
+        return Panel(method, f"random real (seed {seed})", data.pixels(x), y.numpy())
+    return Panel(method, method, note="no distilled images saved")
+
+
+# ---------------------------------------------------------------- the view
+def comparison_figure(panels: Sequence[Panel], table: pd.DataFrame, class_names: Sequence[str],
+                      title: str = "", per_class: int = 10, cell: float = 0.9) -> Figure:
+    """Image grids (one per method) and the ACC bar chart, side by side."""
+    n = len(class_names)
+    widths = [grid_size(p.labels, n, per_class)[1] * cell + 1.2 if p.pixels is not None else 2.5
+              for p in panels] + [max(3.0, 0.9 * len(table) + 1.5)]
+    height = max(3.0, n * cell + 1.0)
+    fig = blank_figure((sum(widths), height))
+    subs = np.atleast_1d(fig.subfigures(1, len(widths), width_ratios=widths))
+    for sf, p in zip(subs, panels):
+        if p.pixels is not None:
+            draw_image_grid(sf, p.pixels, p.labels, class_names, per_class, p.title)
+        else:
+            ax = sf.subplots()
+            ax.axis("off")
+            ax.text(0.5, 0.5, p.note, ha="center", va="center", fontsize=9, wrap=True)
+            sf.suptitle(p.title, fontsize=10)
+    _accuracy_axes(subs[-1], table)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _accuracy_axes(container, table: pd.DataFrame) -> None:
+    ax = container.subplots()
+    if table.empty:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+        return
+    means = table["acc_mean"].astype(float).to_numpy()
+    stds = table["acc_std"].astype(float).fillna(0).to_numpy()
+    x = np.arange(len(table))
+    bars = ax.bar(x, means, yerr=stds, capsize=4, color=[f"C{i}" for i in x])
+    ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize=8, padding=2)
+    ax.set_xticks(x, list(table["method"]), fontsize=8, rotation=30)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    container.suptitle("accuracy (mean ± std)", fontsize=10)
+
+
+def compare_view(results: pd.DataFrame, flag: str, ipc: int | None,
+                 methods: Sequence[str] | None = None, root: str | os.PathLike | None = None,
+                 per_class: int = 10) -> dict:
+    """The widget's callback: ``{"table": accuracy_table, "figure": comparison_figure}``
+    for ``flag`` at ``ipc`` and the chosen ``methods`` (None = all saved)."""
+    table = accuracy_table(results, flag, ipc, methods)
+    if table.empty:
+        raise ValueError(f"no saved results for {flag} at ipc={ipc} and methods={methods}; "
+                         f"saved for {flag}: ipc {ipc_options(results, flag)}")
+    rows = select(results, flag, ipc, methods)
+    size = int(rows["size"].iloc[0])
+    data = _load(flag, size, None if root is None else str(root))
+    panels = [p for _, r in rows.iterrows() if (p := panel_for(r, data)) is not None]
+    fig = comparison_figure(panels, table, data.class_names,
+                            title=f"{flag}, ipc={ipc}", per_class=per_class)
+    return {"table": table, "figure": fig}
+
+
+def ensure_random_baseline(results: pd.DataFrame, flag: str, ipc: int, preset: str,
+                           folder: str | os.PathLike, root: str | os.PathLike | None = None,
+                           seed: int = 0) -> pd.DataFrame:
+    """When ``results`` has no random-subset row for ``flag`` at ``ipc``, evaluate one at
+    the preset's sizes, save it as ``folder/baselines/<flag>_ipc<ipc>_random.json`` and
+    return ``results`` with it; otherwise return ``results`` unchanged."""
+    if len(select(results, flag, ipc, ["random"])):
+        return results
+    from .baseline_cli import run_baseline
+    sizes = preset_sizes(preset)
+    r = run_baseline(flag, ipc, "random", models=sizes["eval_models"],
+                     epochs=sizes["eval_epochs"], root=root, seed=seed, progress=False)
+    path = resolve_path(folder) / "baselines" / f"{flag}_ipc{ipc}_random.json"
+    write_json(path, r)
+    row = _normalize(pd.DataFrame([read_baseline(path)]), str(path))
+    return pd.concat([results, row], ignore_index=True) if not results.empty else row
+
+
+# ---------------------------------------------------------------- the widget
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes (what the widget shows, independent of the plotting backend)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def compare_widget(results: pd.DataFrame, root: str | os.PathLike | None = None,
+                   flag: str | None = None, ipc: int | None = None):
+    """Dropdowns for modality and ipc, a multi-select for methods, and an output area
+    showing :func:`compare_view`. The returned VBox has ``.controls`` (the widgets)
+    and ``.render()`` (redraw now) for scripted use."""
+    import ipywidgets as w
+    from IPython.display import Image
+
+    flags = flag_options(results)
+    if not flags:
+        box = w.VBox([w.HTML("<b>No saved results.</b> Run <code>mdd baseline</code> "
+                             "(results/baselines/) or the benchmark (results/benchmark.csv).")])
+        box.controls, box.render = {}, lambda: None
+        return box
+    flag_w = w.Dropdown(options=flags, value=flag if flag in flags else flags[0],
+                        description="modality")
+    ipc_w = w.Dropdown(description="ipc")
+    meth_w = w.SelectMultiple(description="methods", rows=5)
+    out = w.Output()
+    busy = {"on": False}
+
+    def set_ipcs(value: int | None = None) -> None:
+        opts = ipc_options(results, flag_w.value) or [None]
+        ipc_w.options = opts
+        ipc_w.value = value if value in opts else opts[0]
+
+    def set_methods() -> None:
+        opts = method_options(results, flag_w.value, ipc_w.value)
+        meth_w.options = opts
+        meth_w.value = tuple(opts)
+
+    def render() -> None:
+        # Outputs are set on the widget (append_display_data) rather than captured with
+        # `with out:` + clear_output: no iopub capture hooks, so headless executors
+        # (papermill/nbclient) cannot stall on them, and it is safe from other threads.
+        out.outputs = ()
+        try:
+            view = compare_view(results, flag_w.value, ipc_w.value, list(meth_w.value) or None,
+                                root=root)
+        except (ValueError, OSError) as e:
+            out.append_stdout(f"cannot show {flag_w.value} ipc={ipc_w.value}: {e}\n")
+            return
+        out.append_display_data(Image(data=figure_png(view["figure"]), format="png"))
+        out.append_display_data(view["table"][["method", "acc", "auc", "gain_vs_random",
+                                               "images"]])
+
+    def changed(which: str):
+        def handler(_change) -> None:
+            if busy["on"]:
+                return
+            busy["on"] = True
+            try:
+                if which == "flag":
+                    set_ipcs()
+                if which in ("flag", "ipc"):
+                    set_methods()
+            finally:
+                busy["on"] = False
+            render()
+        return handler
+
+    busy["on"] = True
+    set_ipcs(ipc)
+    set_methods()
+    busy["on"] = False
+    flag_w.observe(changed("flag"), names="value")
+    ipc_w.observe(changed("ipc"), names="value")
+    meth_w.observe(changed("methods"), names="value")
+    box = w.VBox([w.HBox([flag_w, ipc_w, meth_w]), out])
+    box.controls = {"flag": flag_w, "ipc": ipc_w, "methods": meth_w, "output": out}
+    box.render = render
+    render()
+    return box
