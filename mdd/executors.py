@@ -11,6 +11,8 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -57,8 +59,12 @@ class Placement:
         if self.kind == "dask":
             return f"dask {self.address} ({self.workers} worker threads)"
         if self.kind == "processes":
-            return f"{self.workers} local processes × {self.threads} threads"
-        return f"this process, {self.threads} threads"
+            return f"{self.workers} local processes × {_threads(self.threads)}"
+        return f"this process, {_threads(self.threads)}"
+
+
+def _threads(n: int | None) -> str:
+    return f"{n} thread{'s' * (n != 1)}"
 
 
 def job_threads(threads: int | None, host_slots: dict[str, int]) -> int:
@@ -108,12 +114,28 @@ def open_executor(workers: int | None = None, pending: int = 1, threads: int | N
     # spawn, not fork: forking a process whose torch thread pools already started can
     # deadlock, and a fresh interpreter does not inherit the parent's loaded arrays.
     pool = cf.ProcessPoolExecutor(max_workers=workers,
-                                  mp_context=multiprocessing.get_context("spawn"))
+                                  mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
         yield Placement(pool, "processes", workers, per_job)
     finally:
         # On an error or Ctrl-C, drop queued jobs instead of running them to the end.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initializer: exit when the parent process is gone.
+
+    A SIGKILLed parent cannot shut its pool down, and its workers would otherwise
+    finish their expert and then block for ever writing the result to a pipe no one
+    reads (they hold its read end too, so no EPIPE comes).
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mdd-exit-with-parent", daemon=True).start()
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from .augment import Augment, AugmentConfig
 from .data import MedMNIST, Normalization, load, resolve_root
 from .evaluate import metrics, predict, resolve_device
 from .executors import Placement, job_threads, open_executor
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, read_json
 from .nets import ConvNet, ParamLayout, flatten_params
 
 MANIFEST = "manifest.json"
@@ -156,6 +156,11 @@ def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it
     os.umask(mask)
     return mask
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write ``out/manifest.json`` atomically, readable like the trajectory files."""
+    write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def save_trajectory(path: str | Path, trajectory: torch.Tensor, fp16: bool = False) -> None:
@@ -316,7 +321,9 @@ def run_job(job: ExpertJob) -> tuple[bytes, dict]:
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
-    payload = trajectory_bytes(traj, recipe.fp16, {"flag": job.flag, "seed": str(job.seed)})
+    # No safetensors metadata: its keys are serialized in a per-process random order, and
+    # equal trajectories should give equal files.
+    payload = trajectory_bytes(traj, recipe.fp16)
     entry = {"id": job.id, "seed": job.seed, "file": expert_file(job.id), **result,
              "seconds": round(seconds, 2), "device": str(resolve_device(job.device)),
              "threads": threads, "host": socket.gethostname(), "mdd": __version__,
@@ -355,7 +362,7 @@ def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe
         manifest = _resume_manifest(out, new_manifest(data, recipe, seed))
         for tmp in out.glob(".*.tmp"):  # half-written files of a killed run
             tmp.unlink()
-        write_json(out / MANIFEST, manifest)  # claims the folder for this recipe at once
+        write_manifest(out, manifest)  # claims the folder for this recipe at once
         done = {e["id"] for e in manifest["experts"]}
         todo = [i for i in range(experts) if i not in done]
         if not todo:
@@ -396,7 +403,7 @@ def _run_jobs(place: Placement, jobs: list[ExpertJob], out: Path, manifest: dict
             payload, entry = fut.result()
             write_bytes(out / entry["file"], payload)
             manifest["experts"] = sorted([*manifest["experts"], entry], key=lambda e: e["id"])
-            write_json(out / MANIFEST, manifest)
+            write_manifest(out, manifest)
             bar.update()
             bar.set_postfix(test_acc=f"{entry['test_acc']:.3f}")
             if on_expert is not None:

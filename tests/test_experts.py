@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,43 +185,19 @@ def test_cli_table(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert lines[1].split()[-1] == "False" and lines[2].split()[-1] == "True"
 
 
-@pytest.mark.slow
-def test_killed_process_resumes(real_root: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture) -> None:
-    """SIGKILL a real run right after its first expert is on disk, then resume with the CLI."""
-    out = tmp_path / "experts"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from mdd.experts import ExpertRecipe, train_experts
-        train_experts("breastmnist", {str(out)!r}, 3, ExpertRecipe(epochs=1, width=8),
-                      root={str(real_root)!r}, workers=0, threads=1, progress=False,
-                      on_expert=lambda e: os.kill(os.getpid(), signal.SIGKILL))
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode == -9
-    assert [e["id"] for e in ExpertSet(out).entries] == [0]
-    first = _stat(out / expert_file(0))
-
-    assert main(["experts", "--flag", "breastmnist", "--experts", "3", "--epochs", "1",
-                 "--width", "8", "--out", str(out), "--root", str(real_root),
-                 "--workers", "0", "--threads", "1"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["skipped"] == [0] and report["trained"] == [1, 2]
-    assert _stat(out / expert_file(0)) == first
-    assert [e["id"] for e in ExpertSet(out).entries] == [0, 1, 2]
-
-
 # ---------------------------------------------------------------- executors
+RECIPE_1 = ExpertRecipe(epochs=1, width=8)
+
+
 @pytest.fixture(scope="module")
 def inline_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two 1-epoch experts trained in this process with one thread: the bytes that
+    """Three 1-epoch experts trained in this process with one thread: the bytes that
     every other executor must reproduce."""
     root = _real_root()
     if not (root / "breastmnist.npz").is_file():
         pytest.skip(f"breastmnist.npz not in {root}")
     out = tmp_path_factory.mktemp("inline")
-    _train(root, out, experts=2, recipe=ExpertRecipe(epochs=1, width=8))
+    _train(root, out, experts=3, recipe=RECIPE_1)
     return out
 
 
@@ -232,13 +209,56 @@ def _same_files(a: Path, b: Path, ids: list[int]) -> None:
         assert (a / expert_file(i)).read_bytes() == (b / expert_file(i)).read_bytes()
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"  # zombie
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.slow
-def test_local_processes_match_inline(real_root: Path, tmp_path: Path,
-                                      inline_reference: Path) -> None:
-    out = tmp_path / "experts"
-    m = _train(real_root, out, experts=2, recipe=ExpertRecipe(epochs=1, width=8), workers=2)
-    assert {e["threads"] for e in m["experts"]} == {1}
-    _same_files(inline_reference, out, [0, 1])
+def test_killed_process_pool_run_resumes(real_root: Path, tmp_path: Path, inline_reference: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """SIGKILL a 2-process run right after its first expert is on disk: its workers
+    exit, and the CLI resumes without redoing that expert. Every file, the one from a
+    pool worker included, matches the in-process reference byte for byte."""
+    out, pids = tmp_path / "experts", tmp_path / "workers.json"
+    script = textwrap.dedent(f"""
+        import json, multiprocessing, os, signal
+        from pathlib import Path
+        from mdd.experts import ExpertRecipe, train_experts
+
+        def kill(entry):
+            Path({str(pids)!r}).write_text(json.dumps([p.pid for p in multiprocessing.active_children()]))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        if __name__ == "__main__":
+            train_experts("breastmnist", {str(out)!r}, 3, ExpertRecipe(epochs=1, width=8),
+                          root={str(real_root)!r}, workers=2, threads=1, progress=False,
+                          on_expert=kill)
+    """)
+    (tmp_path / "run.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "run.py")], cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -9
+    (first,) = [e["id"] for e in ExpertSet(out).entries]  # whichever finished first
+    before = _stat(out / expert_file(first))
+    workers = json.loads(pids.read_text())
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while not all(_gone(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(p) for p in workers), "pool workers outlived their killed parent"
+
+    assert main(["experts", "--flag", "breastmnist", "--experts", "3", "--epochs", "1",
+                 "--width", "8", "--out", str(out), "--root", str(real_root),
+                 "--workers", "0", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped"] == [first] and report["trained"] == sorted({0, 1, 2} - {first})
+    assert _stat(out / expert_file(first)) == before
+    assert [e["id"] for e in ExpertSet(out).entries] == [0, 1, 2]
+    assert {e["threads"] for e in ExpertSet(out).entries} == {1}
+    _same_files(inline_reference, out, [0, 1, 2])
 
 
 @pytest.mark.slow
@@ -251,8 +271,8 @@ def test_dask_local_cluster(real_root: Path, tmp_path: Path, inline_reference: P
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        _train(real_root, out, experts=2, recipe=ExpertRecipe(epochs=1, width=8),
-               workers=None, threads=1, client=client)
+        _train(real_root, out, experts=2, recipe=RECIPE_1, workers=None, threads=1,
+               client=client)
         assert main(["experts", "--flag", "breastmnist", "--experts", "3", "--epochs", "1",
                      "--width", "8", "--out", str(out), "--root", str(real_root),
                      "--scheduler", cluster.scheduler_address]) == 0
