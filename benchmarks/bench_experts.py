@@ -90,8 +90,7 @@ def bookkeeping(args, data) -> dict:
             plain_loop(data, ExpertRecipe(epochs=1, width=args.width), 0)  # warm-up
             for _ in range(args.repeats):
                 runs["plain"].append(timed(lambda: plain_loop(data, recipe, 0)))
-                # tuned=False: already inside tuned_malloc, whose exit would end it here
-                runs["mdd"].append(timed(lambda: mdd_job(args, recipe, Path(tmp), tuned=False)))
+                runs["mdd"].append(timed(lambda: mdd_job(args, recipe, Path(tmp), tuned=True)))
     wall = {k: min(w for w, _ in v) for k, v in runs.items()}
     cpu = {k: min(c for _, c in v) for k, v in runs.items()}
     return {"images": images, **{f"{k}_img_s": round(images / v, 1) for k, v in wall.items()},
