@@ -14,6 +14,20 @@ presets, the experts folder), so that every notebook stays thin.
 
 CLI: ``mdd notebooks run [--preset smoke] [--flag F] [--out DIR]``, ``mdd notebooks
 list``, ``mdd notebooks check`` (no outputs committed), ``mdd notebooks strip``.
+
+Writing notebook ``NN_name.ipynb`` (the pattern of 01 and 06):
+
+* first code cell tagged ``parameters``: at least ``flag``, ``preset``, ``root``, ``out``,
+  ``figures_dir`` (plus ``ipc``, ``seeds``, … as needed). No ``=`` inside comments on
+  those lines: papermill then skips the line and cannot override it.
+* then ``from mdd import notebooks as nb, viz`` and ``figs = nb.figures_folder(out,
+  figures_dir)``; experts come from ``nb.ensure_experts(flag, preset, out, root=root)``
+  (trained by 01, reused here), computed results go to ``nb.results_folder(out, preset)``.
+* every figure through ``viz.publish(fig, "NN_what", figs)`` (saved and shown), every
+  table through ``viz.save_table(df, "NN_what", figs)``; logic lives in ``mdd``.
+* one cell starting ``# NBVAL_CHECK_OUTPUT`` that prints something deterministic.
+* about a minute at ``preset="smoke"``; committed without outputs (``mdd notebooks
+  strip``); its figure names added to ``EXPECTED_FIGURES`` in tests/test_notebooks.py.
 """
 from __future__ import annotations
 
