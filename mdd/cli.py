@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from .data import DataError
 
-COMMAND_MODULES = ("mdd.data_cli", "mdd.baseline_cli", "mdd.experts", "mdd.distill", "mdd.demo")
+COMMAND_MODULES = ("mdd.data_cli", "mdd.baseline_cli", "mdd.experts", "mdd.distill", "mdd.notebooks",
+                   "mdd.benchmark", "mdd.demo")
 
 
 def emit(result: Any, fmt: str = "json") -> None:
