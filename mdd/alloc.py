@@ -7,10 +7,11 @@ glibc to keep freed memory in its heap removes that cost in-process, with no
 LD_PRELOAD. The cost is that freed memory is not returned to the OS while the
 setting is active, so it is scoped to mdd's hot loops and restored afterwards.
 
-Expert training (``benchmarks/bench_experts.py``, ConvNet-128 on BreastMNIST, one
-thread, this 2-core machine): tuned_malloc 1.66× the default's images/s; the same
-settings from the environment (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824``)
-1.68×; jemalloc by LD_PRELOAD 0.92× as shipped and 1.61× with
+Expert training (``benchmarks/bench_experts.py``: ConvNet-128 on BreastMNIST, one
+thread, this 2-core machine, speed-up in CPU seconds per image against glibc's
+defaults): tuned_malloc 1.52×; the same settings from the environment
+(``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824``) 1.52×; jemalloc by
+LD_PRELOAD 0.86× as shipped and 1.56× with
 ``MALLOC_CONF=background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1``. jemalloc
 buys nothing over this in-process switch, so mdd needs no preload: every expert job
 (in this process, a worker process or a Dask worker) runs inside ``tuned_malloc()``.
