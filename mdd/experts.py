@@ -21,6 +21,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -467,11 +468,16 @@ def _experts_cli(args: argparse.Namespace) -> dict | list[dict]:
         momentum=args.momentum, batch_size=args.batch_size, fp16=args.fp16 or None)
     trained: list[int] = []
     t0 = time.perf_counter()
-    manifest = train_experts(args.flag, args.out, experts, recipe, root=args.root, size=args.size,
-                             seed=args.seed, device=args.device, workers=args.workers,
-                             threads=args.threads, scheduler=args.scheduler,
-                             tuned=not args.no_tuned_malloc,
-                             on_expert=lambda e: trained.append(e["id"]))
+    try:
+        manifest = train_experts(args.flag, args.out, experts, recipe, root=args.root,
+                                 size=args.size, seed=args.seed, device=args.device,
+                                 workers=args.workers, threads=args.threads,
+                                 scheduler=args.scheduler, tuned=not args.no_tuned_malloc,
+                                 on_expert=lambda e: trained.append(e["id"]))
+    except KeyboardInterrupt:
+        print(f"mdd experts: interrupted after training {len(trained)} expert(s); finished "
+              f"experts stay in {args.out}: run the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
     rows = [{"id": e["id"], "seed": e["seed"], "file": e["file"], "val_acc": e["val_acc"],
              "test_acc": e["test_acc"], "test_auc": e["test_auc"], "seconds": e.get("seconds"),
              "trained_now": e["id"] in trained} for e in manifest["experts"]]

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 import mdd.data
+import mdd.experts
 from mdd.cli import main
 from mdd.executors import available_cores
 from mdd.experts import (MANIFEST, ExpertRecipe, ExpertSet, build_net, expert_file,
@@ -154,6 +155,23 @@ def test_interrupted_run_resumes_without_redoing(tiny: Path, tmp_path: Path) -> 
     assert trained == []
 
 
+def test_failed_expert_raises_and_keeps_the_others(tiny: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real = mdd.experts.train_expert
+
+    def flaky(data, recipe, seed, *args, **kw):
+        if seed == 1:
+            raise RuntimeError("out of memory")
+        return real(data, recipe, seed, *args, **kw)
+
+    monkeypatch.setattr(mdd.experts, "train_expert", flaky)
+    out = tmp_path / "experts"
+    with pytest.raises(RuntimeError, match="out of memory") as err:
+        _train(tiny, out, experts=3)
+    assert "while training expert 1" in "".join(getattr(err.value, "__notes__", []))
+    assert [e["id"] for e in ExpertSet(out).entries] == [0]  # 2 was never started
+
+
 def test_refuses_another_recipe_or_seed(tiny: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "experts"
@@ -214,6 +232,21 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"  # zombie
     except FileNotFoundError:
         return True
+
+
+def test_cli_ctrl_c_says_how_to_resume(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args, on_expert, **kw):
+        on_expert({"id": 0})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mdd.experts, "train_experts", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        main(["experts", "--flag", "breastmnist", "--out", str(tmp_path), "--root", str(tiny)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 130
+    assert err == (f"mdd experts: interrupted after training 1 expert(s); finished experts "
+                   f"stay in {tmp_path}: run the same command to resume")
 
 
 @pytest.mark.slow
