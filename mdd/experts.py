@@ -17,7 +17,6 @@ import concurrent.futures as cf
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import socket
 import subprocess
@@ -39,7 +38,7 @@ from .augment import Augment, AugmentConfig
 from .data import MedMNIST, Normalization, load, resolve_root
 from .evaluate import metrics, predict, resolve_device
 from .executors import Placement, job_threads, open_executor
-from .io import atomic_path, read_json
+from .io import atomic_path, read_json, write_json
 from .nets import ConvNet, ParamLayout, flatten_params
 
 MANIFEST = "manifest.json"
@@ -149,19 +148,11 @@ def write_bytes(path: str | Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically: the file appears whole or not at all."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-        # mkstemp makes 0600 files; experts are meant to be shared like any other output.
-        tmp.chmod(0o666 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
-    """Write ``out/manifest.json`` atomically, readable like the trajectory files."""
-    write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    """Write ``out/manifest.json`` atomically."""
+    write_json(out / MANIFEST, manifest)
 
 
 def save_trajectory(path: str | Path, trajectory: torch.Tensor, fp16: bool = False) -> None:
