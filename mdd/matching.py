@@ -1,0 +1,310 @@
+"""Trajectory matching's hot loop (DESIGN.md §1.1): the student unroll on a flat
+parameter vector and the normalized parameter-matching loss, with its gradient with
+respect to the synthetic images and the (log) step size.
+
+One matching problem::
+
+    θ̂_0 = θ*_start
+    θ̂_{n+1} = θ̂_n − α ∇_θ CE(f(θ̂_n, aug_n(X[b_n])), y[b_n])      n = 0 … N−1
+    L = ||θ̂_N − θ*_target||² / ||θ*_start − θ*_target||²
+
+Two ways to get ∂L/∂X and ∂L/∂log α, with the same numbers:
+
+``unrolled``
+    The classic MTT code: every step's gradient is taken with ``create_graph=True`` and
+    one backward runs through the whole unroll. Memory grows with N (every step's
+    double-backward graph is alive at once).
+``adjoint`` (default)
+    The forward pass keeps only θ̂_n (N×P floats) and the augmented batches; the
+    reverse pass walks n = N−1 … 0 with the adjoint λ_n = ∂L/∂θ̂_n, recomputing one
+    step's graph at a time::
+
+        λ_N = 2 (θ̂_N − θ*_target) / ||θ*_start − θ*_target||²
+        s_n = ∇_θ CE_n(θ̂_n) · λ_{n+1}                (a scalar)
+        ∂L/∂α   −= s_n
+        ∂L/∂x_n  = −α ∂s_n/∂x_n                     (then through aug_n to X)
+        λ_n      = λ_{n+1} − α ∂s_n/∂θ̂_n             (a Hessian-vector product)
+
+    Memory is about one step's graph whatever N is. ``s_n`` and its gradient come from
+    autograd's double backward (eager: the very kernels the classic loop runs, so the
+    two agree to float rounding) or, with ``compile=True``, from a hand-written
+    forward-mode tangent of the network differentiated once, which torch.compile can
+    fuse (it refuses the double backward).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .nets import ConvNet, ParamLayout
+
+MODES = ("adjoint", "unrolled")
+
+
+# ------------------------------------------------------------------ student network
+class Student:
+    """The ConvNet of :mod:`mdd.nets` as a pure function of one flat parameter vector.
+
+    ``forward(flat P, x N×C×H×W) → logits N×K`` runs the same aten ops as
+    ``functional_forward(net, layout, flat, x)`` (conv2d, group_norm, relu, avg_pool2d,
+    linear) without rebuilding a module's parameter dict per call.
+    """
+
+    def __init__(self, net: ConvNet, layout: ParamLayout | None = None):
+        self.layout = layout or ParamLayout.of(net)
+        self.depth: int = net.config["depth"]
+        self.width: int = net.config["width"]
+        self.eps: float = net.features[1].eps
+        expected = ParamLayout.of(net)
+        if self.layout != expected:
+            raise ValueError("parameter layout does not match the ConvNet's "
+                             f"({self.layout.numel} vs {expected.numel} values)")
+        self.sizes = [math.prod(s) for s in self.layout.shapes]
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Flat vector P → parameter views in layout order (autograd flows through)."""
+        return [t.view(s) for t, s in zip(flat.split(self.sizes), self.layout.shapes)]
+
+    def forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        p = self.views(flat)
+        a = x
+        for l in range(self.depth):
+            w, b, g, be = p[4 * l:4 * l + 4]
+            a = F.conv2d(a, w, b, padding=1)
+            a = F.group_norm(a, w.shape[0], g, be, self.eps)
+            a = F.avg_pool2d(F.relu(a), 2)
+        return F.linear(a.flatten(1), p[-2], p[-1])
+
+    def embed(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features N×D (what DOM compares)."""
+        p = self.views(flat)
+        a = x
+        for l in range(self.depth):
+            w, b, g, be = p[4 * l:4 * l + 4]
+            a = F.avg_pool2d(F.relu(F.group_norm(F.conv2d(a, w, b, padding=1), w.shape[0], g, be,
+                                                 self.eps)), 2)
+        return a.flatten(1)
+
+    def loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.forward(flat, x), y)
+
+    def tangent_loss(self, flat: torch.Tensor, v: torch.Tensor, x: torch.Tensor,
+                     y: torch.Tensor) -> torch.Tensor:
+        """``∇_θ CE(f(θ, x), y) · v`` computed forward-mode, by hand (P, P, N×C×H×W, N → scalar).
+
+        Differentiating this once w.r.t. (θ, x) gives what the double backward gives,
+        with first-order autograd only (so torch.compile can fuse it).
+        """
+        p, dp = self.views(flat), self.views(v)
+        a, da = x, None
+        for l in range(self.depth):
+            w, b, g, be = p[4 * l:4 * l + 4]
+            dw, db, dg, dbe = dp[4 * l:4 * l + 4]
+            z = F.conv2d(a, w, b, padding=1)
+            dz = F.conv2d(a, dw, db, padding=1)
+            if da is not None:
+                dz = dz + F.conv2d(da, w, None, padding=1)
+            # instance norm: n = (z − μ)/σ per sample and channel
+            mu = z.mean((2, 3), keepdim=True)
+            var = z.var((2, 3), unbiased=False, keepdim=True)
+            rstd = (var + self.eps).rsqrt()
+            n = (z - mu) * rstd
+            dn = rstd * (dz - dz.mean((2, 3), keepdim=True) - n * (n * dz).mean((2, 3), keepdim=True))
+            o = n * g.view(1, -1, 1, 1) + be.view(1, -1, 1, 1)
+            do = dn * g.view(1, -1, 1, 1) + n * dg.view(1, -1, 1, 1) + dbe.view(1, -1, 1, 1)
+            a = F.avg_pool2d(F.relu(o), 2)
+            da = F.avg_pool2d(do * (o > 0), 2)
+        h, dh = a.flatten(1), da.flatten(1)
+        logits = F.linear(h, p[-2], p[-1])
+        dlogits = F.linear(h, dp[-2], dp[-1]) + F.linear(dh, p[-2])
+        # d CE = mean_i (softmax_i − onehot(y_i)) · dlogits_i. One-hot, not gather: inductor
+        # (torch 2.13, CPU) differentiates gather with a runtime index wrongly here.
+        onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        return ((logits.softmax(1) - onehot) * dlogits).sum(1).mean()
+
+
+# ------------------------------------------------------------------ one problem
+@dataclass
+class MatchProblem:
+    """Everything one matching iteration needs besides the images and α.
+
+    ``start``/``target``: expert parameters P; ``batches``: N index tensors into the
+    synthetic set (one per unrolled step); ``seeds``: N augmentation seeds.
+    """
+
+    start: torch.Tensor
+    target: torch.Tensor
+    batches: Sequence[torch.Tensor]
+    seeds: Sequence[int]
+
+    @property
+    def steps(self) -> int:
+        return len(self.batches)
+
+
+@dataclass
+class MatchResult:
+    """Loss and gradients of one matching problem (all detached)."""
+
+    loss: torch.Tensor              # scalar
+    grad_images: torch.Tensor       # like the images
+    grad_log_alpha: torch.Tensor    # scalar
+    start_distance: float           # ||θ*_start − θ*_target||²
+    grad_alpha: torch.Tensor = field(default=None)  # ∂L/∂α, scalar
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.loss) and torch.isfinite(self.grad_log_alpha)
+                    and torch.isfinite(self.grad_images).all())
+
+
+Augmenter = Callable[..., torch.Tensor]
+
+
+def _augmented_batches(images: torch.Tensor, prob: MatchProblem,
+                       augment: Augmenter | None) -> list[torch.Tensor]:
+    """aug_n(X[b_n]) for every step, each with its graph back to ``images``."""
+    out = []
+    for idx, seed in zip(prob.batches, prob.seeds):
+        xb = images[idx]
+        out.append(augment(xb, seed=seed) if augment is not None else xb)
+    return out
+
+
+def match(student: Student, images: torch.Tensor, labels: torch.Tensor, log_alpha: torch.Tensor,
+          prob: MatchProblem, augment: Augmenter | None = None, mode: str = "adjoint",
+          compiled: "CompiledKernels | None" = None) -> MatchResult:
+    """Loss and gradients of one matching problem.
+
+    images M×C×H×W (normalized, the synthetic set), labels M (int64), log_alpha a
+    scalar (α = exp(log α) > 0 always). Nothing is accumulated into ``.grad``; the
+    caller decides whether to apply the result (the NaN guard needs that choice).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if prob.steps < 1:
+        raise ValueError("a matching problem needs at least one unrolled step")
+    if mode == "unrolled":
+        return _match_unrolled(student, images, labels, log_alpha, prob, augment)
+    return _match_adjoint(student, images, labels, log_alpha, prob, augment, compiled)
+
+
+def _match_unrolled(student: Student, images: torch.Tensor, labels: torch.Tensor,
+                    log_alpha: torch.Tensor, prob: MatchProblem,
+                    augment: Augmenter | None) -> MatchResult:
+    """The classic MTT loop: create_graph per step, one backward through everything."""
+    x = images.detach().requires_grad_(True)
+    la = log_alpha.detach().requires_grad_(True)
+    alpha = la.exp()
+    start, target = prob.start.detach(), prob.target.detach()
+    theta = start.clone().requires_grad_(True)
+    for xa, idx in zip(_augmented_batches(x, prob, augment), prob.batches):
+        ce = student.loss(theta, xa, labels[idx])
+        (g,) = torch.autograd.grad(ce, theta, create_graph=True)
+        theta = theta - alpha * g
+    denom = (start - target).pow(2).sum()
+    loss = (theta - target).pow(2).sum() / denom
+    gx, gla = torch.autograd.grad(loss, (x, la))
+    return MatchResult(loss.detach(), gx, gla, float(denom), grad_alpha=gla / alpha.detach())
+
+
+def _match_adjoint(student: Student, images: torch.Tensor, labels: torch.Tensor,
+                   log_alpha: torch.Tensor, prob: MatchProblem, augment: Augmenter | None,
+                   compiled: "CompiledKernels | None") -> MatchResult:
+    x = images.detach().requires_grad_(True)
+    alpha = log_alpha.detach().exp()
+    start, target = prob.start.detach(), prob.target.detach()
+    ys = [labels[idx] for idx in prob.batches]
+    # Augmentation graphs are small (a few image-sized tensors per step): keep them and
+    # push all the image gradients through them in one backward at the end.
+    xas = _augmented_batches(x, prob, augment)
+    grad_fn = compiled.grad if compiled is not None else _grad_eager
+    reverse_fn = compiled.reverse if compiled is not None else _reverse_eager
+
+    thetas = [start]
+    for xa, y in zip(xas, ys):
+        g = grad_fn(student, thetas[-1], xa.detach(), y)
+        thetas.append(thetas[-1] - alpha * g)
+
+    diff = thetas[-1] - target
+    denom = (start - target).pow(2).sum()
+    loss = diff.pow(2).sum() / denom
+    lam = 2.0 * diff / denom
+    grad_alpha = torch.zeros((), dtype=start.dtype, device=start.device)
+    grad_xas: list[torch.Tensor] = [None] * len(xas)  # type: ignore[list-item]
+    for n in reversed(range(len(xas))):
+        s, h_theta, h_x = reverse_fn(student, thetas[n], lam, xas[n].detach(), ys[n])
+        grad_alpha = grad_alpha - s
+        grad_xas[n] = -alpha * h_x
+        lam = lam - alpha * h_theta
+    (gx,) = torch.autograd.grad(xas, x, grad_xas)
+    return MatchResult(loss.detach(), gx, grad_alpha * alpha, float(denom), grad_alpha=grad_alpha)
+
+
+def _grad_eager(student: Student, theta: torch.Tensor, xa: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+    """∇_θ CE at θ (P), first order only."""
+    th = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(student.loss(th, xa, y), th)
+    return g
+
+
+def _reverse_eager(student: Student, theta: torch.Tensor, v: torch.Tensor, xa: torch.Tensor,
+                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(s = ∇_θCE·v, ∂s/∂θ P, ∂s/∂x like xa) by autograd's double backward."""
+    th = theta.detach().requires_grad_(True)
+    xr = xa.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(student.loss(th, xr, y), th, create_graph=True)
+        s = (g * v).sum()
+        h_theta, h_x = torch.autograd.grad(s, (th, xr))
+    return s.detach(), h_theta, h_x
+
+
+# ------------------------------------------------------------------ compiled kernels
+class CompiledKernels:
+    """The adjoint's two per-step kernels through torch.compile (inductor).
+
+    First use per input shape compiles (a minute or more on a small CPU; inductor's
+    on-disk cache makes later processes faster). ReLU masks come from the compiled
+    forward, whose rounding differs from eager's by ~1e-7, so an activation within
+    rounding of zero can flip: the gradients then differ from the eager/classic ones
+    by ~1e-4 in relative L2 norm (both are valid subgradients).
+    """
+
+    def __init__(self, student: Student):
+        self.student = student
+        self._loss = torch.compile(student.loss, dynamic=False)
+        self._tangent = torch.compile(student.tangent_loss, dynamic=False)
+
+    def grad(self, student: Student, theta: torch.Tensor, xa: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+        th = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self._loss(th, xa, y), th)
+        return g
+
+    def reverse(self, student: Student, theta: torch.Tensor, v: torch.Tensor, xa: torch.Tensor,
+                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        th = theta.detach().requires_grad_(True)
+        xr = xa.detach().requires_grad_(True)
+        with torch.enable_grad():
+            s = self._tangent(th, v.detach(), xr, y)
+            h_theta, h_x = torch.autograd.grad(s, (th, xr))
+        return s.detach(), h_theta, h_x
+
+
+def compile_kernels(student: Student) -> CompiledKernels | None:
+    """CompiledKernels, or None (with a warning) where torch.compile is unusable."""
+    try:
+        import torch._inductor  # noqa: F401  (fails early where inductor is missing)
+        return CompiledKernels(student)
+    except Exception as e:  # pragma: no cover - depends on the toolchain
+        warnings.warn(f"torch.compile unavailable ({e}); matching runs eager")
+        return None
+

@@ -1,0 +1,262 @@
+"""The distillation engine (mdd.distill): methods, guards, resume, DOM in the loop,
+logs and loaders, CLI. Tiny synthetic data and experts; one slow real-file run."""
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mdd.data
+from mdd.artifact import load_distilled
+from mdd.cli import main
+from mdd.experts import ExpertRecipe, train_experts
+from mdd.matching import MatchResult
+
+dm = importlib.import_module("mdd.distill")   # the module (mdd.distill may be the function)
+DistillConfig, distill = dm.DistillConfig, dm.distill
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A 40/10/10-image breastmnist-format file (INFO patched) and two width-16 experts."""
+    tmp = tmp_path_factory.mktemp("distill")
+    rng = np.random.default_rng(0)
+    sizes = {"train": 40, "val": 10, "test": 10}
+    arrays = {}
+    for split, n in sizes.items():
+        labels = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
+        arrays[f"{split}_images"] = (rng.integers(0, 150, (n, 28, 28)) + 100 * labels[:, :, None]).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels
+    root = tmp / "data"
+    root.mkdir()
+    np.savez(root / "breastmnist.npz", **arrays)
+    info = copy.deepcopy(mdd.data.INFO)
+    info["breastmnist"]["n_samples"] = sizes
+    info["breastmnist"]["MD5"] = mdd.data.md5sum(root / "breastmnist.npz")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mdd.data, "INFO", info)
+        experts = tmp / "experts"
+        train_experts("breastmnist", experts, 2, ExpertRecipe(epochs=4, width=16, batch_size=16),
+                      root=root, workers=0, threads=1, progress=False)
+        yield {"root": root, "experts": experts, "tmp": tmp}
+
+
+def cfg(env, out: Path, **kw) -> DistillConfig:
+    base = dict(flag="breastmnist", ipc=2, method="ptm", experts=str(env["experts"]), out=str(out),
+                root=str(env["root"]), iterations=6, steps=3, num_stages=2, eval_every=3,
+                val_models=1, val_epochs=3, test_models=1, test_epochs=3, snapshot_every=2,
+                dom_every=2, retrain_iterations=2, dom_pool=16, max_start=2, span=1,
+                progress=False, threads=1, checkpoint_every_s=1e9)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def artifact_x(out: Path) -> torch.Tensor:
+    return load_distilled(out).x
+
+
+# ---------------------------------------------------------------- methods
+@pytest.mark.parametrize("method", ["mtt", "datm", "ptm", "ptm+dom"])
+def test_each_method_runs_and_writes_everything(env, tmp_path: Path, method: str) -> None:
+    out = tmp_path / "run"
+    res = distill(cfg(env, out, method=method, tau=-1.0))   # τ=-1: DOM finds overlaps
+    assert res["kind"] == "distilled" and res["method"] == method and res["n_train"] == 4
+    for k in ("acc_mean", "acc_std", "auc_mean", "auc_std", "lr", "val_acc", "alpha"):
+        assert isinstance(res[k], float) and math.isfinite(res[k])
+    log = dm.read_log(out)
+    assert list(log["iteration"]) == list(range(6)) and list(log.columns) == list(dm.LOG_FIELDS)
+    assert (log["alpha"] > 0).all() and log["loss"].notna().all()
+    assert [it for it, _ in dm.list_snapshots(out)] == [0, 2, 4, 6]
+    snap = dm.load_snapshot(dm.list_snapshots(out)[-1][1])
+    assert snap["x"].shape == (4, 1, 28, 28) and "sim_class0" in snap
+    assert [e["iteration"] for e in dm.read_evals(out)] == [0, 3, 6]
+    ds = load_distilled(out)
+    assert ds.method == method and ds.manifest["results"]["test"]["acc_mean"] == res["acc_mean"]
+    assert ds.manifest["experts"]["digest"] and ds.manifest["versions"]["torch"]
+    assert (out / "distilled" / "grid.png").is_file()
+    if method == "mtt":
+        assert set(log["target"] - log["start"]) == {1} and set(log["start"]) <= {0, 1}
+    if method.startswith("ptm"):
+        assert set(log["start"]) == {0}
+    if method == "ptm":   # stages [2, 4], 3 iterations each
+        assert list(log["target"]) == [2, 2, 2, 4, 4, 4] and list(log["stage"]) == [0, 0, 0, 1, 1, 1]
+    if method == "ptm+dom":
+        events = dm.read_dom_events(out)
+        assert events and res["counters"]["replaced"] > 0
+        assert (log["phase"] == "retrain").any()
+        ev = dm.load_dom_event(out, events[0])
+        assert ev["before"].shape == ev["after"].shape == (4, 1, 28, 28)
+        # a retraining ramp: targets go back up from T_1 to the current stage target
+        retrain = log[log["phase"] == "retrain"]
+        assert retrain["target"].iloc[0] <= retrain["target"].iloc[-1]
+    else:
+        assert not (out / "dom_events.jsonl").read_text().strip()
+
+
+def test_alpha_positive_even_with_a_huge_alpha_learning_rate(env, tmp_path: Path) -> None:
+    res = distill(cfg(env, tmp_path / "r", lr_alpha=1e3, iterations=4, eval_every=0))
+    log = dm.read_log(tmp_path / "r")
+    assert (log["alpha"] > 0).all() and res["alpha"] > 0
+
+
+# ---------------------------------------------------------------- guards
+def test_nan_is_skipped_and_the_last_good_state_kept(env, tmp_path: Path, monkeypatch) -> None:
+    real = dm.DistillRun.compute
+    seen = {}
+
+    def poisoned(self, prob):
+        res = real(self, prob)
+        if self.iteration == 2:
+            seen["before"] = self.images.clone()
+            return MatchResult(torch.tensor(float("nan")), res.grad_images * float("nan"),
+                               torch.tensor(float("inf")), res.start_distance, torch.tensor(float("nan")))
+        if self.iteration == 3:
+            seen["after"] = self.images.clone()
+        return res
+
+    monkeypatch.setattr(dm.DistillRun, "compute", poisoned)
+    res = distill(cfg(env, tmp_path / "r"))
+    log = dm.read_log(tmp_path / "r")
+    assert res["counters"]["nonfinite"] == 1 and res["counters"]["skips"] == 1
+    assert list(log["skipped"]) == [False, False, True, False, False, False]
+    assert torch.equal(seen["before"], seen["after"])          # the bad update never landed
+    assert torch.isfinite(artifact_x(tmp_path / "r")).all()
+
+
+def test_datm_style_loss_threshold_skips(env, tmp_path: Path) -> None:
+    res = distill(cfg(env, tmp_path / "r", skip_loss_above=0.0, iterations=3, eval_every=0))
+    assert res["counters"]["loss_skips"] == 3
+    init = dm.load_snapshot(dm.list_snapshots(tmp_path / "r")[0][1])["x"]
+    assert np.array_equal(artifact_x(tmp_path / "r").numpy(), init)   # nothing was applied
+
+
+# ---------------------------------------------------------------- checkpoint / resume
+def test_kill_and_resume_gives_the_same_images(env, tmp_path: Path, monkeypatch) -> None:
+    c = dict(method="ptm+dom", tau=-1.0, iterations=7, checkpoint_every=2)
+    whole = distill(cfg(env, tmp_path / "whole", **c))
+
+    real = dm.DistillRun.compute
+
+    def killed(self, prob):
+        if self.iteration == 5:
+            raise KeyboardInterrupt   # the process dies between checkpoints (4 and 6)
+        return real(self, prob)
+
+    monkeypatch.setattr(dm.DistillRun, "compute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        distill(cfg(env, tmp_path / "cut", **c))
+    assert not (tmp_path / "cut" / "result.json").exists()
+    monkeypatch.setattr(dm.DistillRun, "compute", real)
+    again = distill(cfg(env, tmp_path / "cut", **c))
+
+    assert torch.equal(artifact_x(tmp_path / "whole"), artifact_x(tmp_path / "cut"))
+    a, b = dm.read_log(tmp_path / "whole"), dm.read_log(tmp_path / "cut")
+    cols = ["iteration", "phase", "loss", "alpha", "target", "replaced"]
+    assert a[cols].equals(b[cols])
+    assert dm.read_dom_events(tmp_path / "whole") == dm.read_dom_events(tmp_path / "cut")
+    assert again["acc_mean"] == whole["acc_mean"] and again["alpha"] == whole["alpha"]
+
+
+def test_finished_run_is_not_redone_and_other_configs_are_refused(env, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    first = distill(cfg(env, out, iterations=2, eval_every=0))
+    stamp = (out / "result.json").stat().st_mtime_ns
+    t = time.perf_counter()
+    assert distill(cfg(env, out, iterations=2, eval_every=0)) == first
+    assert time.perf_counter() - t < 1.0 and (out / "result.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="another configuration"):
+        distill(cfg(env, out, iterations=2, eval_every=0, lr_images=5.0))
+
+
+def test_stop_after_then_resume_matches(env, tmp_path: Path) -> None:
+    whole = distill(cfg(env, tmp_path / "a", iterations=4, eval_every=2))
+    assert distill(cfg(env, tmp_path / "b", iterations=4, eval_every=2), stop_after=2) == {"stopped_at": 2}
+    again = distill(cfg(env, tmp_path / "b", iterations=4, eval_every=2))
+    assert torch.equal(artifact_x(tmp_path / "a"), artifact_x(tmp_path / "b"))
+    assert again["acc_mean"] == whole["acc_mean"]
+
+
+# ---------------------------------------------------------------- DOM in the loop
+def test_dom_replaces_a_planted_duplicate_and_leaves_the_rest(env, tmp_path: Path, monkeypatch) -> None:
+    real_init = dm.DistillRun.init_state
+
+    def planted(self):
+        real_init(self)
+        self.images[1] = self.images[0]          # class 0: images 0 and 1 identical
+
+    monkeypatch.setattr(dm.DistillRun, "init_state", planted)
+    distill(cfg(env, tmp_path / "r", method="ptm+dom", tau=0.995, dom_every=1, iterations=1,
+                lr_images=1e-3, eval_every=0))
+    events = dm.read_dom_events(tmp_path / "r")
+    assert len(events) == 1 and events[0]["replace"] in ([0], [1])
+    i = events[0]["replace"][0]
+    ev = dm.load_dom_event(tmp_path / "r", events[0])
+    changed = [k for k in range(4) if not np.array_equal(ev["before"][k], ev["after"][k])]
+    assert changed == [i]                         # only the duplicate was re-seeded
+    assert ev["labels"][i] == 0 and int(ev["real_indices"][0]) in range(40)
+    data = mdd.data.load("breastmnist", root=env["root"])
+    assert np.array_equal(ev["after"][i], data.train.x[int(ev["real_indices"][0])].numpy())
+    assert data.train.y[int(ev["real_indices"][0])] == 0
+
+
+# ---------------------------------------------------------------- configuration and errors
+def test_presets_resolve_with_explicit_fields_winning() -> None:
+    c = dm.resolve(DistillConfig(preset="cpu", iterations=7))
+    assert c.iterations == 7 and c.steps == dm.PRESETS["cpu"]["steps"]
+    assert c.experts.endswith("breastmnist-cpu") and c.out.endswith("breastmnist-ipc1-ptm+dom")
+    c = dm.resolve(DistillConfig(preset="smoke", steps=20), explicit={"steps"})
+    assert c.steps == 20                          # set to the default, but explicitly
+    with pytest.raises(ValueError, match="unknown preset"):
+        dm.resolve(DistillConfig(preset="huge"))
+    with pytest.raises(ValueError, match="unknown method"):
+        dm.resolve(DistillConfig(method="dc"))
+
+
+def test_clear_errors(env, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="mdd experts --flag breastmnist"):
+        distill(cfg(env, tmp_path / "a", experts=str(tmp_path / "none")))
+    with pytest.raises(ValueError, match="exceeds class"):
+        distill(cfg(env, tmp_path / "b", ipc=21))
+    with pytest.raises(ValueError, match="trained on breastmnist, not pneumoniamnist"):
+        distill(cfg(env, tmp_path / "c", flag="pneumoniamnist"))
+    assert main(["distill", "--flag", "breastmnist", "--ipc", "1", "--experts", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "d")]) == 2
+
+
+def test_cli_distill_then_evaluate(env, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    args = ["distill", "--flag", "breastmnist", "--ipc", "1", "--method", "ptm+dom", "--preset", "smoke",
+            "--experts", str(env["experts"]), "--out", str(out), "--root", str(env["root"]),
+            "--iterations", "3", "--steps", "2", "--threads", "1", "--quiet"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["iterations"] == 3 and (out / "distilled" / "manifest.json").is_file()
+    assert dm.resolve(DistillConfig(**json.loads((out / "config.json").read_text()))).steps == 2
+    assert main(["evaluate", "--distilled", str(out), "--models", "1", "--epochs", "2",
+                 "--root", str(env["root"])]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["kind"] == "distilled" and ev["n_train"] == 2 and ev["lr"] == res["alpha"]
+
+
+# ---------------------------------------------------------------- the real file
+@pytest.mark.slow
+def test_real_breastmnist_ptm_dom_end_to_end(real_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from medmnist.info import INFO
+    monkeypatch.setattr(mdd.data, "INFO", INFO)   # the real INFO, whatever a module fixture patched
+    experts = tmp_path / "experts"
+    train_experts("breastmnist", experts, 2, ExpertRecipe(epochs=3, width=32), root=real_root,
+                  workers=0, threads=1, progress=False)
+    res = distill(DistillConfig(flag="breastmnist", ipc=2, method="ptm+dom", preset="smoke",
+                                experts=str(experts), out=str(tmp_path / "run"), root=str(real_root),
+                                iterations=12, steps=5, progress=False, threads=1))
+    assert res["n_train"] == 4 and 0.0 <= res["acc_mean"] <= 1.0 and res["alpha"] > 0
+    ds = load_distilled(tmp_path / "run")
+    assert ds.x.shape == (4, 1, 28, 28) and ds.class_names == ["malignant", "normal, benign"]
