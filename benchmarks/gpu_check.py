@@ -40,9 +40,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/gpu")
     ap.add_argument("--flag", default="breastmnist")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="full fp32 convolutions (cuDNN uses TF32 by default)")
     args = ap.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     assert torch.cuda.is_available(), "no CUDA device"
-    print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__}))
+    print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                      "tf32": torch.backends.cudnn.allow_tf32}))
     out = Path(args.out)
     data = mdata.load(args.flag)
 
