@@ -1,0 +1,649 @@
+"""Diagnostics of distillation runs (notebooks 02–05): stability statistics, bands
+across seeds, similarity and overlap over time, DOM replacements, nearest real images.
+
+Everything here reads run folders written by :func:`mdd.distill.distill` (through its
+readers ``read_log``, ``read_evals``, ``list_snapshots``, ``load_snapshot``,
+``read_dom_events``, ``load_dom_event``) or works on plain DataFrames/tensors, so tests
+use small hand-made inputs. Figures are drawn by :mod:`mdd.viz`.
+
+Definitions (the numbers of notebook 02's stability table):
+
+* **rolling variance** of the matching loss: the sample variance (ddof 1) over the last
+  ``window`` iterations (:func:`rolling_variance`); its mean over a run.
+* **loss jump**: a change between consecutive logged iterations by more than a factor
+  ``1 + rel`` either way, ``|log L_t − log L_{t−1}| > log(1 + rel)`` (scale-free, so MTT's
+  and PTM's normalized losses are compared alike); counted per run, with the mean
+  absolute size ``|L_t − L_{t−1}|`` of those changes (:func:`loss_jumps`).
+* **std across seeds**: the sample standard deviation (ddof 1; 0 for a single seed) of a
+  per-run number over the seeds of a method, e.g. the final val accuracy
+  (:func:`seed_band`, :func:`stability_table`).
+* **skipped / non-finite**: updates the engine skipped (non-finite loss or gradients, or
+  a loss above ``skip_loss_above``), and the non-finite ones among them.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+#: Methods as they may appear in file names (``+`` is not allowed there).
+SAFE = {"ptm+dom": "ptm_dom"}
+
+
+def safe_name(method: str) -> str:
+    """``ptm+dom`` → ``ptm_dom`` (figure names allow letters, digits, ``._-``)."""
+    return SAFE.get(method, method).replace("+", "_")
+
+
+# ====================================================================== run folders
+def run_name(flag: str, ipc: int, method: str, seed: int, tag: str = "") -> str:
+    """Folder name of one run: ``breastmnist-ipc2-ptm+dom-s0`` (``tag`` before the seed)."""
+    return f"{flag}-ipc{ipc}-{method}{'-' + tag if tag else ''}-s{seed}"
+
+
+def preset_threads(preset: str, threads: int | str | None = "auto") -> int | None:
+    """Torch threads for runs at ``preset``: ``"auto"`` gives 1 at ``smoke`` (its problems
+    are tiny: on a busy 2-core machine two threads mostly wait on each other, measured
+    3–10× slower) and None (leave torch's setting) otherwise; an int or None as given."""
+    if threads == "auto":
+        return 1 if preset == "smoke" else None
+    return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def ensure_runs(experts: Any, flag: str, ipc: int, methods: Sequence[str], seeds: Sequence[int],
+                preset: str, folder: str | os.PathLike, root: str | os.PathLike | None = None,
+                device: str = "auto", overrides: dict | None = None, tag: str = "",
+                threads: int | str | None = "auto", progress: bool = False) -> pd.DataFrame:
+    """Run (or resume, or reuse) one distillation per method × seed under ``folder``.
+
+    ``experts``: an :class:`mdd.experts.ExpertSet` or its folder. ``overrides`` are
+    DistillConfig fields set over the preset (they are part of a run's identity: use a
+    ``tag`` so that runs with other overrides get other folders). Notebooks that pass
+    the same arguments share the same folders, so a finished run is read back at once.
+    ``threads``: torch threads of the runs (:func:`preset_threads`; not part of a run's
+    identity).
+
+    Returns one row per run: method, seed, run (folder), test acc/auc mean and std,
+    val_acc (of the selected images), alpha, selected_iteration, counters, seconds
+    (wall time of this call for that run).
+    """
+    import time
+
+    from .distill import DistillConfig, distill
+    folder = Path(folder)
+    experts_dir = str(getattr(experts, "folder", experts))
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            out = folder / run_name(flag, ipc, method, seed, tag)
+            t0 = time.perf_counter()
+            res = distill(DistillConfig(flag=flag, ipc=ipc, method=method, preset=preset,
+                                        experts=experts_dir, out=str(out), seed=int(seed),
+                                        root=None if root is None else str(root), device=device,
+                                        threads=preset_threads(preset, threads),
+                                        progress=progress), **(overrides or {}))
+            rows.append({"method": method, "seed": int(seed), "run": str(out),
+                         **{k: res[k] for k in ("acc_mean", "acc_std", "auc_mean", "auc_std",
+                                                "val_acc", "alpha", "selected_iteration")},
+                         "skips": res["counters"].get("skips", 0),
+                         "nonfinite": res["counters"].get("nonfinite", 0),
+                         "replaced": res["counters"].get("replaced", 0),
+                         "seconds": round(time.perf_counter() - t0, 2)})
+    return pd.DataFrame(rows)
+
+
+def _runs_of(runs: pd.DataFrame | Iterable[dict]) -> list[dict]:
+    return runs.to_dict("records") if isinstance(runs, pd.DataFrame) else list(runs)
+
+
+def load_logs(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
+    """Per-iteration logs of ``runs`` (rows with method, seed, run) as one long table:
+    method, seed, then :data:`mdd.distill.LOG_FIELDS`, numeric columns as floats (a
+    non-finite loss logged as null becomes NaN)."""
+    from .distill import LOG_FIELDS, read_log
+    parts = []
+    for r in _runs_of(runs):
+        log = read_log(r["run"])
+        log.insert(0, "seed", int(r["seed"]))
+        log.insert(0, "method", r["method"])
+        parts.append(log)
+    if not parts:
+        return pd.DataFrame(columns=["method", "seed", *LOG_FIELDS])
+    return _numeric(pd.concat(parts, ignore_index=True))
+
+
+def _numeric(log: pd.DataFrame) -> pd.DataFrame:
+    log = log.copy()
+    for c in ("loss", "alpha", "grad_norm", "grad_alpha", "overlap_ratio", "mean_similarity",
+              "seconds", "elapsed"):
+        if c in log:
+            log[c] = pd.to_numeric(log[c], errors="coerce").astype(float)
+    for c in ("iteration", "replaced", "skips", "nonfinite"):
+        if c in log:
+            log[c] = pd.to_numeric(log[c], errors="coerce").fillna(0).astype(int)
+    if "skipped" in log:
+        log["skipped"] = log["skipped"].fillna(False).astype(bool)
+    return log
+
+
+def load_evals(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
+    """Every val evaluation of ``runs``: method, seed, iteration, alpha, acc/auc mean, std."""
+    from .distill import read_evals
+    cols = ["method", "seed", "iteration", "alpha", "acc_mean", "acc_std", "auc_mean", "auc_std"]
+    rows = [{"method": r["method"], "seed": int(r["seed"]), **{k: e.get(k) for k in cols[2:]}}
+            for r in _runs_of(runs) for e in read_evals(r["run"])]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in cols[3:]:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+# ====================================================================== statistics
+def default_window(iterations: int) -> int:
+    """Rolling window for a run of ``iterations``: a fifth of it, between 2 and 20."""
+    return int(max(2, min(20, iterations // 5)))
+
+
+def rolling_variance(values: Sequence[float], window: int) -> np.ndarray:
+    """Sample variance (ddof 1) over the last ``window`` values at each position, from
+    the second value on (the first is NaN); NaN values are left out of a window."""
+    if window < 2:
+        raise ValueError(f"window must be ≥ 2, got {window}")
+    s = pd.Series(np.asarray(values, dtype=float))
+    return s.rolling(window, min_periods=2).var(ddof=1).to_numpy()
+
+
+def loss_jumps(values: Sequence[float], rel: float = 0.5) -> dict:
+    """Large iteration-to-iteration changes of a positive loss (see module doc).
+
+    Non-finite and non-positive values are dropped first. Returns ``jumps`` (count),
+    ``changes`` (consecutive pairs compared), ``jump_rate`` (jumps / changes),
+    ``mean_jump`` (mean |ΔL| of the jumps, NaN without jumps), ``max_change`` (largest
+    |ΔL| of any pair, NaN with fewer than two values) and ``threshold`` (the factor).
+    """
+    if rel <= 0:
+        raise ValueError(f"rel must be > 0, got {rel}")
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) < 2:
+        return {"jumps": 0, "changes": 0, "jump_rate": math.nan, "mean_jump": math.nan,
+                "max_change": math.nan, "threshold": 1 + rel}
+    d = np.diff(v)
+    big = np.abs(np.diff(np.log(v))) > math.log1p(rel)
+    return {"jumps": int(big.sum()), "changes": len(d), "jump_rate": float(big.mean()),
+            "mean_jump": float(np.abs(d[big]).mean()) if big.any() else math.nan,
+            "max_change": float(np.abs(d).max()), "threshold": 1 + rel}
+
+
+def add_rolling_variance(logs: pd.DataFrame, window: int, column: str = "loss") -> pd.DataFrame:
+    """``logs`` with ``rolling_var`` (of ``column``) computed within each method × seed."""
+    out = logs.sort_values(["method", "seed", "iteration"]).copy()
+    out["rolling_var"] = np.nan
+    for _, idx in out.groupby(["method", "seed"], sort=False).groups.items():
+        out.loc[idx, "rolling_var"] = rolling_variance(out.loc[idx, column], window)
+    return out
+
+
+def seed_band(df: pd.DataFrame, value: str, x: str = "iteration", by: str = "method",
+              ddof: int = 1) -> pd.DataFrame:
+    """Mean, std (ddof; 0 for one seed), min, max and count of ``value`` across seeds at
+    each ``x`` within each ``by``: columns by, x, mean, std, min, max, n."""
+    if df.empty:
+        return pd.DataFrame(columns=[by, x, "mean", "std", "min", "max", "n"])
+    g = df.dropna(subset=[value]).groupby([by, x], sort=True)[value]
+    band = g.agg(mean="mean", min="min", max="max", n="count").reset_index()
+    std = g.std(ddof=ddof).reset_index(drop=True)
+    band.insert(3, "std", std.fillna(0.0).to_numpy())
+    return band
+
+
+def final_evals(evals: pd.DataFrame) -> pd.DataFrame:
+    """The last val evaluation of each method × seed."""
+    if evals.empty:
+        return evals
+    return (evals.sort_values(["method", "seed", "iteration"])
+            .groupby(["method", "seed"], sort=False).tail(1).reset_index(drop=True))
+
+
+def run_statistics(logs: pd.DataFrame, evals: pd.DataFrame | None = None,
+                   runs: pd.DataFrame | None = None, window: int | None = None,
+                   rel: float = 0.5) -> pd.DataFrame:
+    """One row per method × seed: iterations, loss (final, mean), rolling-variance mean,
+    loss jumps (count, mean size, max change), α (final, min), skipped and non-finite
+    updates, and, when given, the final and best val accuracy (``evals``) and the test
+    accuracy (``runs``, the output of :func:`ensure_runs`)."""
+    rows = []
+    for (method, seed), log in logs.groupby(["method", "seed"], sort=False):
+        log = log.sort_values("iteration")
+        w = window or default_window(len(log))
+        loss = log["loss"].to_numpy(dtype=float)
+        jumps = loss_jumps(loss, rel)
+        rv = rolling_variance(loss, w)
+        finite = loss[np.isfinite(loss)]
+        alpha = log["alpha"].to_numpy(dtype=float)
+        rows.append({"method": method, "seed": int(seed), "iterations": len(log), "window": w,
+                     "loss_final": float(finite[-1]) if len(finite) else math.nan,
+                     "loss_mean": float(finite.mean()) if len(finite) else math.nan,
+                     "rolling_var_mean": float(np.nanmean(rv)) if np.isfinite(rv).any() else math.nan,
+                     "loss_jumps": jumps["jumps"], "jump_size": jumps["mean_jump"],
+                     "max_loss_change": jumps["max_change"],
+                     "alpha_final": float(alpha[-1]) if len(alpha) else math.nan,
+                     "alpha_min": float(np.nanmin(alpha)) if len(alpha) else math.nan,
+                     "skipped": int(log["skipped"].astype(bool).sum()),
+                     "nonfinite": int(log["nonfinite"].max()) if len(log) else 0})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    if evals is not None and not evals.empty:
+        last = final_evals(evals)[["method", "seed", "acc_mean"]].rename(
+            columns={"acc_mean": "val_acc_final"})
+        best = (evals.groupby(["method", "seed"])["acc_mean"].max().rename("val_acc_best")
+                .reset_index())
+        out = out.merge(last, on=["method", "seed"], how="left").merge(best, on=["method", "seed"],
+                                                                        how="left")
+    if runs is not None and not runs.empty:
+        test = runs[["method", "seed", "acc_mean", "auc_mean"]].rename(
+            columns={"acc_mean": "test_acc", "auc_mean": "test_auc"})
+        out = out.merge(test, on=["method", "seed"], how="left")
+    return out
+
+
+def _std(values: pd.Series) -> float:
+    v = values.dropna()
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def stability_table(per_run: pd.DataFrame, logs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method from :func:`run_statistics`: seeds; mean and std across seeds
+    of the final val accuracy and of the test accuracy; loss jumps per run (mean) and
+    their mean size; mean rolling variance; α final (mean, std across seeds) and lowest;
+    skipped and non-finite updates (totals). With ``logs``, also ``loss_seed_std``: the
+    std of the loss across seeds at each iteration, averaged over iterations."""
+    rows = []
+    for method, g in per_run.groupby("method", sort=False):
+        row = {"method": method, "seeds": len(g)}
+        for col, name in (("val_acc_final", "val_acc_final"), ("test_acc", "test_acc")):
+            if col in g:
+                row[f"{name}_mean"] = float(g[col].mean())
+                row[f"{name}_std"] = _std(g[col])
+        row["loss_jumps_mean"] = float(g["loss_jumps"].mean())
+        sizes = g["jump_size"] * g["loss_jumps"]
+        row["jump_size_mean"] = (float(sizes.sum() / g["loss_jumps"].sum())
+                                 if g["loss_jumps"].sum() else math.nan)
+        row["max_loss_change"] = float(g["max_loss_change"].max())
+        row["rolling_var_mean"] = float(g["rolling_var_mean"].mean())
+        if logs is not None and not logs.empty:
+            band = seed_band(logs[logs["method"] == method], "loss")
+            row["loss_seed_std"] = float(band["std"].mean()) if len(band) else math.nan
+        row["alpha_final_mean"] = float(g["alpha_final"].mean())
+        row["alpha_final_std"] = _std(g["alpha_final"])
+        row["alpha_min"] = float(g["alpha_min"].min())
+        row["skipped"] = int(g["skipped"].sum())
+        row["nonfinite"] = int(g["nonfinite"].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ====================================================================== similarity, DOM
+def similarity_snapshots(run: str | os.PathLike) -> list[tuple[int, dict[int, np.ndarray]]]:
+    """(iteration, {class: within-class cosine matrix}) of every snapshot that logged them."""
+    from .distill import list_snapshots, load_snapshot
+    out = []
+    for it, path in list_snapshots(run):
+        snap = load_snapshot(path)
+        mats = {int(k.removeprefix("sim_class")): np.asarray(v) for k, v in snap.items()
+                if k.startswith("sim_class")}
+        if mats:
+            out.append((it, dict(sorted(mats.items()))))
+    return out
+
+
+def class_similarity_matrices(x: torch.Tensor, y: torch.Tensor | np.ndarray, experts: Any,
+                              epoch: int | None = None, expert: int = 0) -> dict[int, np.ndarray]:
+    """Within-class cosine matrices of images ``x`` (normalized N×C×H×W) recomputed in the
+    penultimate features of ``expert`` at ``epoch`` (default its last): for snapshots
+    saved without matrices."""
+    from .matching import Student
+    from .overlap import class_similarity, embed
+    student = Student(experts.net(), experts.layout)
+    epoch = experts.epochs if epoch is None else epoch
+    theta = experts.snapshots(expert, [epoch])[0]
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(y)).long()
+    feats = embed(student, theta, x)
+    num = int(experts.manifest["net"]["num_classes"])
+    return {c: s.numpy() for c, (_, s) in class_similarity(feats, y, num).items()}
+
+
+def pair_stats(mats: dict[int, np.ndarray], tau: float) -> dict:
+    """Over within-class pairs (upper triangles): mean and max similarity, pairs, and the
+    fraction above ``tau`` (the overlap ratio of :func:`mdd.overlap.detect`)."""
+    vals = np.concatenate([m[np.triu_indices(len(m), 1)] for m in mats.values()] or [np.zeros(0)])
+    if not len(vals):
+        return {"pairs": 0, "mean_similarity": math.nan, "max_similarity": math.nan,
+                "overlap_ratio": 0.0}
+    return {"pairs": len(vals), "mean_similarity": float(vals.mean()),
+            "max_similarity": float(vals.max()), "overlap_ratio": float((vals > tau).mean())}
+
+
+def dom_events_table(run: str | os.PathLike) -> pd.DataFrame:
+    """One row per DOM check of a run: iteration, reason, stage, target, tau,
+    overlap_ratio, mean_similarity, max_similarity (from the event's matrices),
+    overlapping pairs, replaced (count) and which set indices ← which train indices."""
+    from .distill import load_dom_event, read_dom_events
+    rows = []
+    for e in read_dom_events(run):
+        arrays = load_dom_event(run, e)
+        mats = {k: v for k, v in arrays.items() if k.startswith("sim_class")}
+        real = e.get("real_indices") or {}
+        rows.append({"iteration": e["iteration"], "reason": e.get("reason"), "stage": e.get("stage"),
+                     "target": e.get("target"), "tau": e.get("tau"),
+                     "overlap_ratio": e.get("overlap_ratio"), "mean_similarity": e.get("mean_similarity"),
+                     "max_similarity": pair_stats(mats, e.get("tau", 1.0))["max_similarity"],
+                     "pairs": len(e.get("pairs") or []), "replaced": len(real),
+                     "replaced_from": ", ".join(f"{k}←{v}" for k, v in sorted(real.items(),
+                                                                           key=lambda kv: int(kv[0])))})
+    cols = ["iteration", "reason", "stage", "target", "tau", "overlap_ratio", "mean_similarity",
+            "max_similarity", "pairs", "replaced", "replaced_from"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def similarity_panels(runs: pd.DataFrame | Iterable[dict], experts: Any = None,
+                      which: Sequence[str] = ("first", "last")) -> list[tuple[str, dict]]:
+    """Heatmap panels ``(label, {class: matrix})`` per run: its first and/or last snapshot
+    that logged similarity matrices. A run whose snapshots have none gets them
+    recomputed from its last snapshot's images with ``experts``' last epoch
+    (:func:`class_similarity_matrices`)."""
+    from .distill import list_snapshots, load_snapshot
+    panels = []
+    for r in _runs_of(runs):
+        snaps = similarity_snapshots(r["run"])
+        label = f"{r['method']} s{r['seed']}"
+        if snaps:
+            picks = {"first": snaps[0], "last": snaps[-1]}
+            chosen = [picks[w] for w in which]
+            if len(snaps) == 1:
+                chosen = chosen[:1]
+            panels += [(f"{label}\nit {it}", mats) for it, mats in chosen]
+        elif experts is not None and list_snapshots(r["run"]):
+            it, path = list_snapshots(r["run"])[-1]
+            snap = load_snapshot(path)
+            panels.append((f"{label}\nit {it} (recomputed)",
+                           class_similarity_matrices(snap["x"], snap["y"], experts)))
+    return panels
+
+
+def load_dom_events(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
+    """:func:`dom_events_table` of every run (runs without DOM add no rows), with
+    method and seed in front."""
+    parts = []
+    for r in _runs_of(runs):
+        t = dom_events_table(r["run"])
+        if len(t):
+            t.insert(0, "seed", int(r["seed"]))
+            t.insert(0, "method", r["method"])
+            parts.append(t)
+    if not parts:
+        return pd.DataFrame(columns=["method", "seed", "iteration", "reason", "stage", "target", "tau",
+                                  "overlap_ratio", "mean_similarity", "max_similarity", "pairs",
+                                  "replaced", "replaced_from"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def overlap_summary(logs: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method × seed: the logged within-class similarity and overlap ratio
+    at the first and last iteration and their means; with ``events``, DOM checks,
+    images replaced and the highest pair similarity seen at a check."""
+    rows = []
+    for (method, seed), log in logs.groupby(["method", "seed"], sort=False):
+        log = log.sort_values("iteration")
+        sim, ratio = log["mean_similarity"].astype(float), log["overlap_ratio"].astype(float)
+        row = {"method": method, "seed": int(seed),
+               "similarity_first": float(sim.iloc[0]), "similarity_last": float(sim.iloc[-1]),
+               "similarity_mean": float(sim.mean()), "overlap_first": float(ratio.iloc[0]),
+               "overlap_last": float(ratio.iloc[-1]), "overlap_mean": float(ratio.mean()),
+               "dom_checks": 0, "replaced": 0, "max_similarity_at_checks": math.nan}
+        if events is not None and len(events):
+            ev = events[(events["method"] == method) & (events["seed"] == seed)]
+            if len(ev):
+                row.update(dom_checks=len(ev), replaced=int(ev["replaced"].sum()),
+                           max_similarity_at_checks=float(ev["max_similarity"].max()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dom_replacements(run: str | os.PathLike) -> list[dict]:
+    """Every image a DOM check replaced, in order: iteration, index (in the set), label,
+    real_index (train image it was re-seeded from), before and after (normalized
+    C×H×W), and final (the same index in the run's last snapshot, None without one)."""
+    from .distill import list_snapshots, load_dom_event, load_snapshot, read_dom_events
+    snaps = list_snapshots(run)
+    final = load_snapshot(snaps[-1][1])["x"] if snaps else None
+    out = []
+    for e in read_dom_events(run):
+        if not e.get("real_indices"):
+            continue
+        a = load_dom_event(run, e)
+        for i, r in zip(a["replaced"].tolist(), a["real_indices"].tolist()):
+            out.append({"iteration": int(e["iteration"]), "index": int(i), "label": int(a["labels"][i]),
+                        "real_index": int(r), "before": a["before"][i], "after": a["after"][i],
+                        "final": None if final is None else final[i]})
+    return out
+
+
+# ====================================================================== images
+def snapshot_series(run: str | os.PathLike, max_snapshots: int | None = 6) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(iterations, x T×N×C×H×W normalized, y N) of up to ``max_snapshots`` snapshots,
+    evenly spaced, always the first and the last."""
+    from .distill import list_snapshots, load_snapshot
+    snaps = list_snapshots(run)
+    if not snaps:
+        raise FileNotFoundError(f"no snapshots in {run}/snapshots")
+    if max_snapshots:
+        max_snapshots = max(2, int(max_snapshots))
+    if max_snapshots and len(snaps) > max_snapshots:
+        keep = np.unique(np.linspace(0, len(snaps) - 1, max_snapshots).round().astype(int))
+        snaps = [snaps[i] for i in keep]
+    loaded = [load_snapshot(p) for _, p in snaps]
+    return [it for it, _ in snaps], np.stack([s["x"] for s in loaded]), loaded[-1]["y"]
+
+
+def init_indices(run: str | os.PathLike, data) -> np.ndarray:
+    """Train index each synthetic image started from: the seeded random subset of the
+    run's config (``init="real"``), updated by DOM re-seeds in order; -1 for noise init."""
+    from .baselines import random_subset
+    from .distill import read_dom_events
+    from .io import read_json
+    cfg = read_json(Path(run) / "config.json")
+    if cfg.get("init", "real") != "real":
+        idx = -np.ones(int(cfg["ipc"]) * data.num_classes, dtype=np.int64)
+    else:
+        idx = random_subset(data, int(cfg["ipc"]), seed=int(cfg["seed"]))[2].numpy().copy()
+    for e in read_dom_events(run):
+        for k, v in (e.get("real_indices") or {}).items():
+            idx[int(k)] = int(v)
+    return idx
+
+
+def _features(x: torch.Tensor, space: str, student=None, theta=None) -> torch.Tensor:
+    if space == "pixel":
+        return x.reshape(len(x), -1).float()
+    from .overlap import embed
+    return embed(student, theta, x.float())
+
+
+def nearest_real(query: torch.Tensor, real, query_labels: Sequence[int] | None = None,
+                 real_labels: Sequence[int] | None = None, space: str = "pixel",
+                 student=None, theta: torch.Tensor | None = None,
+                 batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """For each query image the index of the nearest ``real`` image and the distance.
+
+    ``query`` N×C×H×W and ``real`` M×C×H×W (a tensor or anything indexable by slices,
+    e.g. :class:`mdd.data.MappedImages`), both normalized the same way. ``space``:
+    ``"pixel"`` (root-mean-square difference per pixel value, i.e. the Euclidean
+    distance over √(C·H·W), in the images' normalized units) or ``"feature"``
+    (Euclidean distance between L2-normalized penultimate features of ``student`` at
+    ``theta``, i.e. √(2 − 2·cos)). With both label arrays the search stays within the query's class.
+    Real images are read ``batch`` at a time.
+    """
+    if space not in ("pixel", "feature"):
+        raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
+    if space == "feature" and (student is None or theta is None):
+        raise ValueError("space='feature' needs student and theta")
+    q = _features(torch.as_tensor(query), space, student, theta)
+    n, m = len(q), len(real)
+    if m == 0:
+        raise ValueError("no real images to search")
+    ql = None if query_labels is None or real_labels is None else \
+        torch.as_tensor(np.asarray(query_labels)).reshape(-1).long()
+    rl = None if ql is None else torch.as_tensor(np.asarray(real_labels)).reshape(-1).long()
+    best_d = torch.full((n,), float("inf"))
+    best_i = torch.full((n,), -1, dtype=torch.long)
+    for s in range(0, m, batch):
+        r = _features(torch.as_tensor(real[s:s + batch]), space, student, theta)
+        d = torch.cdist(q.double(), r.double())
+        if ql is not None:
+            d = d.masked_fill(ql[:, None] != rl[s:s + len(r)][None, :], float("inf"))
+        v, i = d.min(1)
+        better = v < best_d
+        best_d[better] = v[better].float()
+        best_i[better] = i[better] + s
+    if (best_i < 0).any():
+        raise ValueError("a query's class has no real image to compare with")
+    if space == "pixel":
+        best_d = best_d / math.sqrt(max(1, q.shape[1]))
+    return best_i.numpy(), best_d.numpy()
+
+
+def nearest_table(method: str, labels: Sequence[int], nearest: np.ndarray, distances: np.ndarray,
+                  init: np.ndarray | None = None, space: str = "pixel") -> pd.DataFrame:
+    """One row per synthetic image: method, index, label, nearest (train index),
+    distance, space and, with ``init``, whether the nearest is the image it started from."""
+    df = pd.DataFrame({"method": method, "index": np.arange(len(nearest)),
+                       "label": np.asarray(labels).reshape(-1).astype(int),
+                       "nearest": np.asarray(nearest).astype(int),
+                       "distance": np.asarray(distances, dtype=float), "space": space})
+    if init is not None:
+        df["init"] = np.asarray(init).astype(int)
+        df["nearest_is_init"] = df["nearest"] == df["init"]
+    return df
+
+
+def image_panels(runs: pd.DataFrame | Iterable[dict], data, init: bool = True
+                 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Grid panels ``(title, uint8 pixels, labels)``: with ``init`` the real images the
+    first run started from (its snapshot at iteration 0), then each run's distilled set
+    (the val-selected images of its artifact) titled with method, selected iteration
+    and test accuracy."""
+    from .artifact import load_distilled, to_pixels
+    from .distill import list_snapshots, load_snapshot
+    from .io import read_json
+    runs = _runs_of(runs)
+    panels = []
+    if init and runs:
+        snaps = list_snapshots(runs[0]["run"])
+        if snaps and snaps[0][0] == 0:
+            s0 = load_snapshot(snaps[0][1])
+            panels.append(("initialization (real)", to_pixels(torch.as_tensor(s0["x"]), data.norm),
+                           s0["y"]))
+    for r in runs:
+        ds = load_distilled(r["run"])
+        res = read_json(Path(r["run"]) / "result.json")
+        panels.append((f"{r['method']} (it {res['selected_iteration']}; "
+                       f"test acc {100 * res['acc_mean']:.1f}%)", ds.pixels, ds.y.numpy()))
+    return panels
+
+
+def evolution_series(runs: pd.DataFrame | Iterable[dict], norm, max_snapshots: int = 6
+                     ) -> list[tuple[str, list[int], np.ndarray, np.ndarray]]:
+    """Per run ``(method, iterations, uint8 pixels T×N×H×W[×3], labels)`` from up to
+    ``max_snapshots`` snapshots (:func:`snapshot_series`)."""
+    from .artifact import to_pixels
+    out = []
+    for r in _runs_of(runs):
+        its, x, y = snapshot_series(r["run"], max_snapshots)
+        out.append((r["method"], its, np.stack([to_pixels(torch.as_tensor(xt), norm) for xt in x]), y))
+    return out
+
+
+def nearest_for_runs(runs: pd.DataFrame | Iterable[dict], data, space: str = "pixel",
+                     experts: Any = None, same_class: bool = True
+                     ) -> tuple[list[tuple], pd.DataFrame]:
+    """The nearest real training image of every distilled image of each run.
+
+    Returns (panels for :func:`mdd.viz.nearest_figure`, a table of
+    :func:`nearest_table` rows for all runs). ``space="feature"`` uses ``experts``'
+    first expert at its last epoch; ``same_class`` searches the image's class only.
+    """
+    from .artifact import load_distilled
+    student = theta = None
+    if space == "feature":
+        if experts is None:
+            raise ValueError("space='feature' needs the experts")
+        from .matching import Student
+        student = Student(experts.net(), experts.layout)
+        theta = experts.snapshots(0, [experts.epochs])[0]
+    real_y = data.train.y
+    panels, tables = [], []
+    for r in _runs_of(runs):
+        ds = load_distilled(r["run"])
+        idx, dist = nearest_real(ds.x, data.train.x, ds.y if same_class else None,
+                                 real_y if same_class else None, space, student, theta)
+        real = data.pixels(data.train.x[torch.as_tensor(idx)])
+        panels.append((r["method"], ds.pixels, real, ds.y.numpy(), dist))
+        tables.append(nearest_table(r["method"], ds.y.numpy(), idx, dist,
+                                    init_indices(r["run"], data), space))
+    return panels, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+# ====================================================================== benchmark
+def link_experts(source: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Make ``target`` (an experts folder another tool expects, e.g. the benchmark grid's
+    ``<runs>/experts/<flag>-<preset>``) a symlink to the experts in ``source``, when
+    ``target`` does not exist yet; True when linked. Training then finds them finished."""
+    source, target = Path(source).resolve(), Path(target)
+    if target.exists() or target.is_symlink() or not (source / "manifest.json").is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source, target_is_directory=True)
+    return True
+
+
+def benchmark_grid(flag: str, ipcs: Sequence[int], methods: Sequence[str], preset: str,
+                   out: str | os.PathLike, experts: Any = None, root: str | os.PathLike | None = None,
+                   seed: int = 0, device: str = "auto",
+                   threads: int | str | None = "auto") -> pd.DataFrame:
+    """Run (resumably) the benchmark grid of one flag into ``out``: run folders in
+    ``out/benchmark/``, results in ``out/benchmark.csv`` (never the project's
+    ``results/``). ``experts`` (an ExpertSet or folder, e.g. notebook 01's) is linked
+    where the grid looks for its experts, so they are not trained again. ``threads`` as
+    in :func:`ensure_runs`."""
+    from .benchmark import GridConfig, run_grid
+    out = Path(out)
+    if experts is not None:
+        link_experts(getattr(experts, "folder", experts),
+                     out / "benchmark" / "experts" / f"{flag}-{preset}")
+    cfg = GridConfig(flags=[flag], ipcs=[int(i) for i in ipcs], methods=list(methods),
+                     preset=preset, seed=seed, root=None if root is None else str(root),
+                     runs=str(out / "benchmark"), results=str(out / "benchmark.csv"),
+                     device=device, progress=False)
+    with torch_threads(preset_threads(preset, threads)):
+        return run_grid(cfg)
