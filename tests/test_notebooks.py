@@ -14,11 +14,22 @@ from mdd import notebooks as nb
 
 #: Every notebook takes these, so that `mdd notebooks run` can drive it.
 STANDARD_PARAMETERS = {"flag", "preset", "root", "out", "figures_dir"}
-#: What notebooks 01 and 06 write at smoke (stable names, under <out>/figures).
+#: What the notebooks write at smoke (stable names, under <out>/figures).
 EXPECTED_FIGURES = {
     "01_montage_breastmnist.png", "01_montage_pneumoniamnist.png",
     "01_class_balance.png", "01_class_balance.csv", "01_class_balance.md",
     "01_trajectories_breastmnist.png", "01_trajectories_breastmnist.csv",
+    "02_loss_breastmnist_ipc2.png", "02_alpha_breastmnist_ipc2.png",
+    "02_skips_breastmnist_ipc2.png", "02_val_acc_breastmnist_ipc2.png",
+    "02_val_acc_breastmnist_ipc2.csv", "02_stability_breastmnist_ipc2.csv",
+    "02_stability_breastmnist_ipc2.md", "02_stability_runs_breastmnist_ipc2.csv",
+    "03_similarity_breastmnist_ipc2.png", "03_overlap_breastmnist_ipc2.png",
+    "03_overlap_breastmnist_ipc2.csv", "03_dom_events_breastmnist_ipc2.csv",
+    "03_dom_events_breastmnist_ipc2.md", "03_replaced_breastmnist_ipc2.png",
+    "04_grids_breastmnist_ipc2.png", "04_evolution_breastmnist_ipc2.png",
+    "04_nearest_breastmnist_ipc2.png", "04_nearest_breastmnist_ipc2.csv",
+    "05_benchmark.csv", "05_benchmark.md", "05_benchmark_results.csv",
+    "05_benchmark_bars.png", "05_benchmark_lines.png",
     "06_compare_breastmnist_ipc10.png", "06_compare_breastmnist_ipc10.csv",
     "06_compare_breastmnist_ipc10.md",
 }
