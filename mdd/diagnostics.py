@@ -627,6 +627,18 @@ def link_experts(source: str | os.PathLike, target: str | os.PathLike) -> bool:
     return True
 
 
+def load_benchmark(path: str | os.PathLike) -> pd.DataFrame:
+    """A saved results CSV (``mdd benchmark`` writes ``results/benchmark.csv``; relative
+    paths start at the project root), or FileNotFoundError saying how to make one."""
+    from .compare import read_benchmark
+    from .notebooks import resolve_path
+    p = resolve_path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no benchmark results at {p}: run the grid (`mdd benchmark`, or "
+                                "this notebook with run=True) or point results_csv at a results CSV")
+    return read_benchmark(p)
+
+
 def benchmark_grid(flag: str, ipcs: Sequence[int], methods: Sequence[str], preset: str,
                    out: str | os.PathLike, experts: Any = None, root: str | os.PathLike | None = None,
                    seed: int = 0, device: str = "auto",

@@ -384,6 +384,15 @@ def test_benchmark_figures(tmp_path):
         viz.benchmark_bars(results.iloc[:0])
 
 
+def test_load_benchmark(tmp_path):
+    from mdd import compare
+    with pytest.raises(FileNotFoundError, match="run=True"):
+        dg.load_benchmark(tmp_path / "missing.csv")
+    compare.upsert_benchmark([{"flag": "breastmnist", "ipc": 1, "method": "random", "acc_mean": 0.5,
+                               "acc_std": 0.1, "auc_mean": 0.6, "auc_std": 0.1}], tmp_path / "b.csv")
+    assert dg.load_benchmark(tmp_path / "b.csv")["method"].tolist() == ["random"]
+
+
 def test_save_table_float_format(tmp_path):
     df = pd.DataFrame({"a": [0.0012345, 28.4367]})
     viz.save_table(df, "t", tmp_path, floatfmt=".3g")
