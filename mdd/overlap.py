@@ -113,14 +113,15 @@ def farthest_real(student: Student, theta: torch.Tensor, syn_x: torch.Tensor, sy
         if len(cand) == 0:
             raise ValueError(f"class {c} has no real training image to re-seed from")
         cand = cand[torch.randperm(len(cand), generator=gen)[:pool]]
-        cf = embed(student, theta, real_x[cand])
+        # real images live on the CPU (the data layer's tensors); θ may be on a GPU
+        cf = embed(student, theta, real_x[cand].to(theta.device))
         anchors = feats[kept] if kept else cf[:0]
-        used = torch.zeros(len(cand), dtype=torch.bool)
+        used = torch.zeros(len(cand), dtype=torch.bool, device=theta.device)
         for i in targets:
             if len(anchors):
                 closeness = (cf @ anchors.T).max(1).values
             else:   # nothing kept in the class: any candidate is as far as another
-                closeness = torch.zeros(len(cand))
+                closeness = torch.zeros(len(cand), device=theta.device)
             closeness[used] = float("inf")
             k = int(closeness.argmin())
             used[k] = True
