@@ -260,3 +260,19 @@ def test_real_breastmnist_ptm_dom_end_to_end(real_root: Path, tmp_path: Path, mo
     assert res["n_train"] == 4 and 0.0 <= res["acc_mean"] <= 1.0 and res["alpha"] > 0
     ds = load_distilled(tmp_path / "run")
     assert ds.x.shape == (4, 1, 28, 28) and ds.class_names == ["malignant", "normal, benign"]
+
+
+def test_step_batches_cover_the_set_like_mtt_chunks() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert all(torch.equal(b, torch.arange(5)) for b in dm.step_batches(5, 3, None, g))
+    bs = dm.step_batches(6, 5, 4, torch.Generator().manual_seed(0))
+    assert [len(b) for b in bs] == [4] * 5
+    assert sorted(torch.cat(bs[:3])[:6].tolist()) == list(range(6))   # a permutation first
+
+
+def test_noise_init_and_minibatches(env, tmp_path: Path) -> None:
+    res = distill(cfg(env, tmp_path / "r", init="noise", batch_syn=2, iterations=2, eval_every=0))
+    init = dm.load_snapshot(dm.list_snapshots(tmp_path / "r")[0][1])["x"]
+    data = mdd.data.load("breastmnist", root=env["root"])
+    assert not any(np.array_equal(init[i], data.train.x[j].numpy()) for i in range(4) for j in range(40))
+    assert res["n_train"] == 4
