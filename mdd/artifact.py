@@ -163,34 +163,14 @@ def save_grid(path: str | os.PathLike, x: torch.Tensor, y: torch.Tensor, norm: N
               class_names: list[str] | None = None, max_per_class: int = 20,
               title: str | None = None) -> Path:
     """A PNG grid of normalized images x N×C×H×W: one row per class, up to ``max_per_class`` columns."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)   # headless: never needs a display
-    import matplotlib.pyplot as plt
+    from . import viz  # matplotlib only when a grid is drawn
 
-    pixels = to_pixels(x, norm)
     y = y.cpu()
-    classes = sorted(int(c) for c in y.unique())
-    cols = min(max_per_class, max(int((y == c).sum()) for c in classes))
-    fig, axes = plt.subplots(len(classes), cols, figsize=(1.1 * cols + 1.6, 1.1 * len(classes) + 0.4),
-                             squeeze=False)
-    for r, c in enumerate(classes):
-        idx = (y == c).nonzero().flatten().tolist()[:cols]
-        for k in range(cols):
-            ax = axes[r][k]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if k < len(idx):
-                img = pixels[idx[k]]
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-        name = class_names[c] if class_names and c < len(class_names) else str(c)
-        axes[r][0].set_ylabel(name[:18], rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    num = int(y.max()) + 1 if len(y) else 0
+    names = list(class_names or [])
+    names += [str(c) for c in range(len(names), num)]
+    fig = viz.image_grid(to_pixels(x, norm), y.numpy(), names, title or "", per_class=max_per_class)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
     return path
