@@ -110,6 +110,16 @@ def grid_size(labels: Sequence[int], num_classes: int, per_class: int | None = N
     return num_classes, min(cols, per_class) if per_class else cols
 
 
+def _show(ax, img: np.ndarray | None) -> None:
+    """One image cell: no ticks or frame; ``img`` uint8 H×W or H×W×3, or None (empty)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+    if img is not None:
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+
+
 def draw_image_grid(container, pixels: np.ndarray, labels: Sequence[int],
                     class_names: Sequence[str], per_class: int | None = None,
                     title: str = "") -> None:
@@ -123,14 +133,7 @@ def draw_image_grid(container, pixels: np.ndarray, labels: Sequence[int],
     for c in range(nrows):
         idx = np.flatnonzero(labels == c)
         for j in range(ncols):
-            ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j < len(idx):
-                img = pixels[idx[j]]
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            _show(axes[c, j], pixels[idx[j]] if j < len(idx) else None)
         axes[c, 0].set_ylabel(_wrap(class_names[c]), rotation=0, ha="right", va="center",
                               fontsize=8)
     if title:
@@ -548,17 +551,9 @@ def evolution_figure(series: Sequence[tuple[str, Sequence[int], np.ndarray, np.n
         axes = sub.subplots(len(pick), cols, squeeze=False)
         for r, i in enumerate(pick):
             for t in range(cols):
-                ax = axes[r, t]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for s in ax.spines.values():
-                    s.set_visible(False)
-                if t >= len(its):
-                    continue
-                img = pixels[t][i]
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-                if r == 0:
-                    ax.set_title(f"it {its[t]}", fontsize=8)
+                _show(axes[r, t], pixels[t][i] if t < len(its) else None)
+                if r == 0 and t < len(its):
+                    axes[r, t].set_title(f"it {its[t]}", fontsize=8)
             c = int(labels[i])
             axes[r, 0].set_ylabel(f"#{i} {_wrap(class_names[c], 14)}", rotation=0, ha="right",
                                   va="center", fontsize=7)
@@ -583,15 +578,7 @@ def nearest_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
         axes = sub.subplots(2, cols, squeeze=False)
         for j in range(cols):
             for r, imgs in enumerate((syn, real)):
-                ax = axes[r, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for s in ax.spines.values():
-                    s.set_visible(False)
-                if j >= len(imgs):
-                    continue
-                img = imgs[j]
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+                _show(axes[r, j], imgs[j] if j < len(imgs) else None)
             if j < len(syn):
                 axes[0, j].set_title(_wrap(class_names[int(labels[j])], 12), fontsize=6)
                 axes[1, j].set_xlabel(f"d={float(dist[j]):.2f}", fontsize=6)
