@@ -299,6 +299,7 @@ class CompiledKernels:
 
     def __init__(self, student: Student):
         self.student = student
+        self.compiled_once = self.failed = False
         # layout_optimization off: inductor would otherwise move every activation (and
         # the bool masks) to channels-last and back around each convolution, which costs
         # more than it gains here (measured: 15.7 s → 11.8 s CPU for 4 steps).
@@ -307,11 +308,22 @@ class CompiledKernels:
 
     def reverse(self, theta: torch.Tensor, v: torch.Tensor, xa: torch.Tensor, y: torch.Tensor,
                 masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.failed:
+            return _reverse_eager(self.student, theta, v, xa, y)
         th = theta.detach().requires_grad_(True)
         xr = xa.detach().requires_grad_(True)
-        with torch.enable_grad():
-            s = self._tangent(th, v.detach(), xr, y, masks)
-            h_theta, h_x = torch.autograd.grad(s, (th, xr))
+        try:
+            with torch.enable_grad():
+                s = self._tangent(th, v.detach(), xr, y, masks)
+                h_theta, h_x = torch.autograd.grad(s, (th, xr))
+        except Exception as e:   # the first call compiles: a missing or broken toolchain shows here
+            if self.compiled_once:
+                raise
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "the reverse pass runs eager")
+            self.failed = True
+            return _reverse_eager(self.student, theta, v, xa, y)
+        self.compiled_once = True
         return s.detach(), h_theta, h_x
 
 

@@ -161,3 +161,19 @@ def test_rejects_bad_modes_and_empty_unrolls() -> None:
         match(st, x, y, torch.tensor(0.0), MatchProblem(start, target, [torch.arange(2)], [0]), mode="x")
     with pytest.raises(ValueError, match="at least one"):
         match(st, x, y, torch.tensor(0.0), MatchProblem(start, target, [], []))
+
+
+def test_compiled_kernels_fall_back_to_eager_when_compilation_fails() -> None:
+    from mdd.matching import CompiledKernels
+    net, st, start, target, x, y = tiny(m=2)
+    ck = CompiledKernels(st)
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler")
+
+    ck._tangent = broken
+    prob = MatchProblem(start, target, [torch.arange(2)] * 2, [0, 1])
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        a = match(st, x, y, torch.tensor(0.01).log(), prob, None, "adjoint", ck)
+    b = match(st, x, y, torch.tensor(0.01).log(), prob, None, "adjoint")
+    assert ck.failed and torch.equal(a.grad_images, b.grad_images) and torch.equal(a.loss, b.loss)
