@@ -28,6 +28,11 @@ A run folder (``--out``)::
 Re-running the same command resumes from the checkpoint; a finished run is returned as
 is. Randomness is counter-based: every iteration draws from generators seeded with
 (seed, iteration, purpose), so the "RNG state" a checkpoint needs is the iteration.
+
+Feature spaces: DOM detects overlaps with expert 0 at the current stage's target epoch
+(DESIGN.md §1.3); the per-iteration ``overlap_ratio``/``mean_similarity`` log and the
+snapshots' matrices use one fixed space, expert 0 at its last epoch, so that curves are
+comparable across iterations and methods (τ is the same).
 """
 from __future__ import annotations
 
