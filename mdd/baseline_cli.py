@@ -13,12 +13,14 @@ FULL_EPOCHS = 30
 
 def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | None = None,
                  root=None, size: int = 28, seed: int = 0, device: str = "auto",
-                 progress: bool = True, download: bool = False) -> dict:
-    """Evaluate the ``random`` subset at ``ipc`` or the ``full`` training set (§2 protocol)."""
+                 progress: bool = True, download: bool = False, threads: int | None = None) -> dict:
+    """Evaluate the ``random`` subset at ``ipc`` or the ``full`` training set (§2 protocol).
+    ``threads``: torch threads (None: torch's default; 1 is faster for a random subset of
+    a few images on a busy 2-core machine)."""
     data = mdata.load(flag, size=size, root=root, download=download)
     if epochs is None:
         epochs = FULL_EPOCHS if kind == "full" else EvalConfig.epochs
-    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device)
+    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads)
     if kind == "random":
         x, y, _ = baselines.random_subset(data, ipc, seed=seed)
     elif kind == "full":
@@ -33,7 +35,7 @@ def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | 
 def _baseline(args: argparse.Namespace) -> dict:
     return run_baseline(args.flag, args.ipc, args.kind, models=args.models, epochs=args.epochs,
                         root=args.root, size=args.size, seed=args.seed, device=args.device,
-                        download=args.download)
+                        download=args.download, threads=args.threads)
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -48,5 +50,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (1 is fastest for a few images on a busy 2-core machine)")
     add_common(p, download=True)
     p.set_defaults(handler=_baseline)

@@ -54,7 +54,9 @@ class GridConfig:
 def _eval_config(preset: str, seed: int, device: str) -> EvalConfig:
     from .distill import PRESETS
     p = PRESETS[preset]
-    return EvalConfig(models=p["test_models"], epochs=p["test_epochs"], seed=seed, device=device)
+    # the preset's threads (cpu: 1) suit a few images; the full set is left to torch
+    return EvalConfig(models=p["test_models"], epochs=p["test_epochs"], seed=seed, device=device,
+                      threads=p.get("threads"))
 
 
 def _done(results: Path) -> set[tuple]:
@@ -73,7 +75,7 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str) -> dict:
             x, y, _ = baselines.random_subset(data, ipc, seed=cfg.seed)
         else:
             x, y = baselines.full(data)
-            ec.epochs = min(FULL_EPOCHS, ec.epochs)
+            ec.epochs, ec.threads = min(FULL_EPOCHS, ec.epochs), None
         res = evaluate_set(x, y, data, ec, progress=cfg.progress)
         artifact = None
     else:

@@ -35,7 +35,8 @@ def run_demo(flag: str = "breastmnist", ipc: int = 2, method: str = "ptm+dom", p
     p = PRESETS[preset]
     x, y, _ = baselines.random_subset(data, ipc, seed=seed)
     rand = evaluate_set(x, y, data, EvalConfig(models=p["test_models"], epochs=p["test_epochs"],
-                                               seed=seed, device=device), progress=progress)
+                                               seed=seed, device=device, threads=p.get("threads")),
+                        progress=progress)
     row = {"flag": flag, "ipc": ipc, "method": method,
            "acc": f"{100 * res['acc_mean']:.1f} ± {100 * res['acc_std']:.1f}",
            "auc": f"{res['auc_mean']:.3f} ± {res['auc_std']:.3f}",

@@ -22,15 +22,16 @@ Definitions (the numbers of notebook 02's stability table):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+
+from .runtime import torch_threads
 
 #: Methods as they may appear in file names (``+`` is not allowed there).
 SAFE = {"ptm+dom": "ptm_dom"}
@@ -54,18 +55,6 @@ def preset_threads(preset: str, threads: int | str | None = "auto") -> int | Non
     if threads == "auto":
         return 1 if preset == "smoke" else None
     return threads
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` inside the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(int(threads))
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def ensure_runs(experts: Any, flag: str, ipc: int, methods: Sequence[str], seeds: Sequence[int],

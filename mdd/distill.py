@@ -67,6 +67,7 @@ from .experts import ExpertSet, versions
 from .io import atomic_path, read_json, write_json
 from .matching import MatchProblem, MatchResult, Student, compile_kernels, match
 from .overlap import class_similarity, detect, embed, farthest_real
+from .runtime import tf32, torch_threads
 from .schedules import (DATMSchedule, MTTSchedule, PTMSchedule, Schedule, Window,
                         default_stages)
 
@@ -117,6 +118,7 @@ class DistillConfig:
     compile: bool | None = None              # torch.compile the adjoint's reverse step
                                              # (None: whenever the mode is adjoint)
     threads: int | None = None               # torch threads (None: leave as is)
+    tf32: bool = False                       # allow TF32 on CUDA (off: exact gradients)
     # -- MTT / DATM window
     span: int = 2                            # M: target = start + M
     max_start: int = 10                      # T⁺
@@ -180,7 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: Fields that do not change what a run computes (a run folder may be resumed with
 #: other values of these).
 NON_IDENTITY = ("out", "root", "device", "progress", "checkpoint_every_s", "checkpoint_every",
-                "tuned_malloc", "threads", "compile", "mode", "unrolled_memory_gb")
+                "tuned_malloc", "threads", "compile", "mode", "unrolled_memory_gb", "tf32")
 
 
 def resolve(config: DistillConfig, explicit: set[str] | None = None) -> DistillConfig:
@@ -777,15 +779,8 @@ def distill(config: DistillConfig | None = None, explicit: set[str] | None = Non
             raise ValueError(f"{out} holds a finished run with another configuration; use another "
                              f"--out or delete it ({_diff(identity(DistillConfig(**ckpt_id)), identity(cfg))})")
         return read_json(done)
-    threads = torch.get_num_threads()
-    try:
-        if cfg.threads:   # e.g. 1 on a busy shared machine, where 2 threads wait on each other
-            torch.set_num_threads(cfg.threads)
-        run = DistillRun(cfg)
-        with tuned_malloc(cfg.tuned_malloc):
-            return run.run(stop_after=stop_after)
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(cfg.threads), tf32(cfg.tf32), tuned_malloc(cfg.tuned_malloc):
+        return DistillRun(cfg).run(stop_after=stop_after)
 
 
 # ====================================================================== evaluate
@@ -796,20 +791,12 @@ def evaluate_distilled(path: str | os.PathLike, models: int = 5, epochs: int = 3
     """Evaluate an artifact with the §2 protocol (lr = its learned α): the same fields as
     ``mdd baseline``. ``threads`` sets torch's threads for the call (1 suits a few
     images on a busy machine)."""
-    if threads:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return evaluate_distilled(path, models, epochs, root, split, seed, device, quantized,
-                                      progress)
-        finally:
-            torch.set_num_threads(before)
     ds = load_distilled(path, quantized=quantized)
     data = mdata.load(ds.flag, size=ds.size, root=root)
     got, want = ds.norm, data.norm
     if not np.allclose(np.array(got.mean + got.std), np.array(want.mean + want.std), atol=1e-5):
         raise ValueError(f"the distilled set was normalized with {got}, but {data.path} gives {want}")
-    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device)
+    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads)
     res = evaluate_set(ds.x, ds.y, data, cfg, lr=ds.lr, split=split, progress=progress)
     return {"flag": ds.flag, "size": ds.size, "ipc": ds.ipc, "kind": "distilled",
             "method": ds.method, "seed": seed, "distilled": str(ds.path), **res}
@@ -906,6 +893,8 @@ def _distill_cli(args: argparse.Namespace) -> dict:
     if args.compile is not None:
         kw["compile"] = args.compile
         explicit.add("compile")
+    if args.tf32:
+        kw["tf32"] = True
     if args.no_augment:
         kw["augment"] = False
         explicit.add("augment")
@@ -943,6 +932,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the adjoint's reverse step (default: in adjoint mode)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="run the adjoint eager")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 on CUDA (faster; matching gradients lose precision)")
     p.add_argument("--no-augment", action="store_true", help="no augmentation in the unroll")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common(p)

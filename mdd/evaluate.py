@@ -15,6 +15,7 @@ from .alloc import tuned_malloc
 from .augment import Augment, AugmentConfig
 from .data import MappedImages, MedMNIST
 from .nets import ConvNet
+from .runtime import torch_threads
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -39,6 +40,7 @@ class EvalConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
     eval_batch: int = 1024
+    threads: int | None = None    # torch threads (None: leave as is); 1 for a few images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +102,7 @@ def evaluate_set(x: torch.Tensor, y: torch.Tensor, data: MedMNIST, cfg: EvalConf
     target = data.split(split)
     accs, aucs = [], []
     t0 = time.perf_counter()
-    with tuned_malloc():
+    with tuned_malloc(), torch_threads(cfg.threads):
         for k in tqdm(range(cfg.models), desc=f"evaluate on {split}", disable=not progress):
             net = train_network(x, y, data, cfg, seed=cfg.seed + k, lr=lr)
             acc, auc = metrics(target.y.numpy(), predict(net, target.x, cfg.eval_batch), data.task)

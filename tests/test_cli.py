@@ -28,7 +28,8 @@ def test_data_check_ok_and_corrupt(make_fake, capsys, tmp_path):
 def test_baseline_prints_json(make_fake, capsys):
     root = make_fake("breastmnist")
     rc, out, _ = run(capsys, "baseline", "--flag", "breastmnist", "--ipc", "2", "--kind", "random",
-                     "--models", "2", "--epochs", "1", "--root", str(root), "--device", "cpu")
+                     "--models", "2", "--epochs", "1", "--root", str(root), "--device", "cpu",
+                     "--threads", "1")
     r = json.loads(out)
     assert rc == 0
     assert {"flag", "ipc", "kind", "acc_mean", "acc_std", "auc_mean", "auc_std"} <= set(r)

@@ -159,10 +159,6 @@ def test_pair_stats():
 def test_threads_helpers():
     assert dg.preset_threads("smoke") == 1 and dg.preset_threads("cpu") is None
     assert dg.preset_threads("cpu", 3) == 3 and dg.preset_threads("smoke", None) is None
-    before = torch.get_num_threads()
-    with dg.torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
     assert dg.safe_name("ptm+dom") == "ptm_dom" and dg.run_name("b", 2, "ptm", 1) == "b-ipc2-ptm-s1"
     assert dg.run_name("b", 2, "ptm+dom", 0, "tau0.8") == "b-ipc2-ptm+dom-tau0.8-s0"
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mdd import baselines, data as D
+from mdd import baselines, data as D, evaluate as E
 from mdd.evaluate import EvalConfig, evaluate_set, metrics, resolve_device
 
 
@@ -43,3 +43,13 @@ def test_evaluate_set_protocol(make_fake):
     # seeds reproduce
     assert evaluate_set(x, y, d, cfg, progress=False)["accs"] == r["accs"]
     assert evaluate_set(x, y, d, cfg, lr=0.05, split="val", progress=False)["lr"] == 0.05
+
+
+def test_evaluate_set_trains_under_the_configured_threads(make_fake, monkeypatch):
+    d = D.load("breastmnist", root=make_fake("breastmnist", n=(20, 6, 8)))
+    x, y, _ = baselines.random_subset(d, 2)
+    seen, train = [], E.train_network
+    monkeypatch.setattr(E, "train_network", lambda *a, **k: seen.append(torch.get_num_threads()) or train(*a, **k))
+    before = torch.get_num_threads()
+    evaluate_set(x, y, d, EvalConfig(models=2, epochs=1, width=8, device="cpu", threads=1), progress=False)
+    assert seen == [1, 1] and torch.get_num_threads() == before
