@@ -220,6 +220,27 @@ def test_presets_resolve_with_explicit_fields_winning() -> None:
         dm.resolve(DistillConfig(method="dc"))
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_run_sets_tf32_and_threads_for_its_duration(tmp_path: Path, monkeypatch, allow: bool) -> None:
+    seen = {}
+
+    class Spy:   # stands in for DistillRun: records the settings it runs under
+        def __init__(self, c):
+            pass
+
+        def run(self, stop_after=None):
+            seen.update(tf32=(torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32),
+                        threads=torch.get_num_threads())
+            return {}
+
+    before = torch.backends.cudnn.allow_tf32, torch.get_num_threads()
+    monkeypatch.setattr(dm, "DistillRun", Spy)
+    distill(DistillConfig(preset="smoke", out=str(tmp_path / "r"), tf32=allow, threads=1))
+    assert seen == {"tf32": (allow, allow), "threads": 1}
+    assert (torch.backends.cudnn.allow_tf32, torch.get_num_threads()) == before
+    assert "tf32" not in dm.identity(DistillConfig(tf32=allow))   # same numbers on CPU: resumable
+
+
 def test_clear_errors(env, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="mdd experts --flag breastmnist"):
         distill(cfg(env, tmp_path / "a", experts=str(tmp_path / "none")))
@@ -276,3 +297,9 @@ def test_noise_init_and_minibatches(env, tmp_path: Path) -> None:
     data = mdd.data.load("breastmnist", root=env["root"])
     assert not any(np.array_equal(init[i], data.train.x[j].numpy()) for i in range(4) for j in range(40))
     assert res["n_train"] == 4
+
+
+def test_package_exports_keep_mdd_distill_the_module() -> None:
+    import mdd
+    assert mdd.distill is dm and mdd.DistillConfig is DistillConfig
+    assert mdd.load_distilled is load_distilled and mdd.evaluate_distilled is dm.evaluate_distilled
