@@ -107,6 +107,25 @@ def test_alpha_positive_even_with_a_huge_alpha_learning_rate(env, tmp_path: Path
     assert (log["alpha"] > 0).all() and res["alpha"] > 0
 
 
+@pytest.mark.parametrize("select, chosen", [("acc", 0), ("auc", 3)])
+def test_the_val_metric_picks_the_reported_images(env, tmp_path: Path, monkeypatch,
+                                                  select: str, chosen: int) -> None:
+    scripted = iter([(0.6, 0.5), (0.5, 0.9), (0.4, 0.7)])     # val at iterations 0, 3, 6
+    real = dm.evaluate_set
+
+    def scored(*a, split="test", **k):
+        res = real(*a, split=split, **k)
+        if split == "val":
+            res["acc_mean"], res["auc_mean"] = next(scripted)
+        return res
+
+    monkeypatch.setattr(dm, "evaluate_set", scored)
+    res = distill(cfg(env, tmp_path / "r", select=select))
+    assert res["selected_iteration"] == chosen
+    with pytest.raises(ValueError, match="select must be"):
+        dm.resolve(cfg(env, tmp_path / "x", select="loss"))
+
+
 # ---------------------------------------------------------------- guards
 def test_nan_is_skipped_and_the_last_good_state_kept(env, tmp_path: Path, monkeypatch) -> None:
     real = dm.DistillRun.compute
