@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from . import baselines, data as mdata
 from .io import read_json, write_json, write_text
-from .notebooks import preset_sizes, resolve_path
+from .notebooks import preset_sizes, resolve_path, shown_path
 from .viz import blank_figure, draw_image_grid, grid_size
 
 BENCHMARK = "benchmark.csv"
@@ -73,7 +73,7 @@ def read_benchmark(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable results CSV ({e})") from None
-    return _normalize(df, str(path))
+    return _normalize(df, shown_path(path))
 
 
 def read_baseline(path: str | os.PathLike) -> dict:
@@ -86,7 +86,7 @@ def read_baseline(path: str | os.PathLike) -> dict:
     if not isinstance(r, dict) or any(k not in r for k in need):
         raise ValueError(f"{path} is not the output of `mdd baseline` (needs keys {list(need)})")
     return {**{k: r.get(k) for k in REQUIRED + OPTIONAL if k != "method"},
-            "method": r["kind"], "source": str(path)}
+            "method": r["kind"], "source": shown_path(path)}
 
 
 def load_results(folders: str | os.PathLike | Iterable[str | os.PathLike] = "results") -> pd.DataFrame:
@@ -101,7 +101,7 @@ def load_results(folders: str | os.PathLike | Iterable[str | os.PathLike] = "res
             parts.append(read_benchmark(folder / BENCHMARK))
         rows = [read_baseline(p) for p in sorted(glob.glob(str(folder / "baselines" / "*.json")))]
         if rows:
-            parts.append(_normalize(pd.DataFrame(rows), str(folder / "baselines")))
+            parts.append(_normalize(pd.DataFrame(rows), shown_path(folder / "baselines")))
     if not parts:
         return _normalize(pd.DataFrame(columns=list(REQUIRED)), "")
     df = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)

@@ -71,6 +71,13 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return ((project_root() or Path.cwd()) / p).resolve()
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as tables show it: relative to the project root when inside it (so a
+    committed table does not carry this machine's folders), else absolute."""
+    p, root = resolve_path(path), project_root()
+    return str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else str(p)
+
+
 def notebook_dir() -> Path:
     root = project_root()
     if root is None:

@@ -190,3 +190,11 @@ def test_widget_options_follow_the_choices(make_fake, results_dir, tmp_path):
 def test_widget_without_results_explains():
     box = compare.compare_widget(compare.load_results([]))
     assert "No saved results" in box.children[0].value and box.controls == {}
+
+
+def test_sources_are_shown_relative_to_the_project(tmp_path):
+    from mdd.notebooks import project_root, shown_path
+    assert shown_path(tmp_path / "b.csv") == str(tmp_path / "b.csv")
+    if project_root() is not None:   # a checkout: committed tables carry no machine folders
+        assert shown_path("results/benchmark.csv") == "results/benchmark.csv"
+        assert shown_path(project_root() / "results" / "x.json") == "results/x.json"
