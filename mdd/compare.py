@@ -202,46 +202,16 @@ def _load(flag: str, size: int, root: str | None) -> mdata.MedMNIST:
 
 
 def load_artifact(path: str | os.PathLike, data: mdata.MedMNIST) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8, as :meth:`MedMNIST.pixels`) and labels of a distilled set folder.
-
-    Uses ``mdd.artifact.load(path)`` when that module provides it (an object or dict
-    with ``images``/``x``, ``labels``/``y`` and optionally ``norm``); otherwise reads the
-    first ``*.safetensors`` file in the folder with those tensor names. Images are in
-    ``norm``'s normalized space (the dataset's own when the artifact has none).
-    """
+    """Images (uint8, laid out as :meth:`MedMNIST.pixels`) and labels (N) of a distilled
+    set: an artifact folder or the run folder holding one (:func:`mdd.artifact.load_distilled`)."""
+    from .artifact import load_distilled
     folder = resolve_path(path)
     if not folder.exists():
         raise FileNotFoundError(f"artifact {folder} does not exist")
-    try:
-        from . import artifact as art  # the distillation engine's format, when present
-        obj = art.load(folder) if hasattr(art, "load") else None
-    except ImportError:
-        obj = None
-    if obj is None:
-        from safetensors.torch import load_file
-        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
-        if not files:
-            raise FileNotFoundError(f"no .safetensors file in artifact {folder}")
-        obj = load_file(str(files[0]))
-    x, y, norm = (_field(obj, "images", "x"), _field(obj, "labels", "y"),
-                  _field(obj, "norm", default=None))
-    if norm is not None and not isinstance(norm, mdata.Normalization):
-        norm = mdata.Normalization.from_dict(norm)
-    x = x.detach().float().cpu()
-    p = (norm or data.norm).denormalize(x).clamp(0, 1)
-    u8 = (p * 255).round().byte().numpy()
-    return (u8[:, 0] if u8.shape[1] == 1 else u8.transpose(0, 2, 3, 1)), np.asarray(y).reshape(-1)
-
-
-def _field(obj, *names: str, default=KeyError):
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if not isinstance(obj, dict) and hasattr(obj, n):
-            return getattr(obj, n)
-    if default is KeyError:
-        raise KeyError(f"artifact has none of {names}")
-    return default
+    ds = load_distilled(folder)
+    if ds.flag != data.flag:
+        raise ValueError(f"artifact {folder} holds {ds.flag}, not {data.flag}")
+    return ds.pixels, ds.y.numpy()
 
 
 def panel_for(row: pd.Series, data: mdata.MedMNIST) -> Panel | None:

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from mdd import baselines, compare, data as D
+from mdd.artifact import save_distilled
 from mdd.io import write_json
 
 
@@ -121,9 +121,9 @@ def test_view_uses_saved_artifact_and_survives_a_broken_one(make_fake, results_d
     data = D.load("breastmnist", root=root)
     x = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28).repeat(2, 1, 1, 1)
     y = torch.tensor([0, 0, 1, 1])
-    art = tmp_path / "run" / "distilled"
-    art.mkdir(parents=True)
-    save_file({"images": x.contiguous(), "labels": y}, str(art / "distilled.safetensors"))
+    art = save_distilled(tmp_path / "run" / "distilled", x, y, data.norm, grid=False,
+                         info={"flag": "breastmnist", "size": 28, "ipc": 2, "method": "ptm",
+                               "alpha": 0.01})
     rows = [{"flag": "breastmnist", "ipc": 2, "method": "ptm", "acc_mean": 0.7, "acc_std": 0.0,
              "auc_mean": 0.7, "auc_std": 0.0, "artifact": str(art)},
             {"flag": "breastmnist", "ipc": 2, "method": "mtt", "acc_mean": 0.6, "acc_std": 0.0,
