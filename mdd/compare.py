@@ -235,14 +235,18 @@ def panel_for(row: pd.Series, data: mdata.MedMNIST) -> Panel | None:
 
 # ---------------------------------------------------------------- the view
 def comparison_figure(panels: Sequence[Panel], table: pd.DataFrame, class_names: Sequence[str],
-                      title: str = "", per_class: int = 10, cell: float = 0.9) -> Figure:
-    """Image grids (one per method) and the ACC bar chart, side by side."""
+                      title: str = "", per_class: int = 10, cell: float = 0.9,
+                      max_width: float = 24.0) -> Figure:
+    """Image grids (one per method) and the ACC bar chart, row by row, as many side by
+    side as fit in ``max_width`` inches (at ipc 10 two per row, at ipc 2 all in one)."""
     n = len(class_names)
     widths = [grid_size(p.labels, n, per_class)[1] * cell + 1.2 if p.pixels is not None else 2.5
               for p in panels] + [max(3.0, 0.9 * len(table) + 1.5)]
+    cols = max(1, min(len(widths), int(max_width // max(widths))))
+    rows = math.ceil(len(widths) / cols)
     height = max(3.0, n * cell + 1.0)
-    fig = blank_figure((sum(widths), height))
-    subs = np.atleast_1d(fig.subfigures(1, len(widths), width_ratios=widths))
+    fig = blank_figure((cols * max(widths), rows * height + (0.4 if title else 0)))
+    subs = fig.subfigures(rows, cols, squeeze=False).ravel()
     for sf, p in zip(subs, panels):
         if p.pixels is not None:
             draw_image_grid(sf, p.pixels, p.labels, class_names, per_class, p.title)
@@ -251,7 +255,7 @@ def comparison_figure(panels: Sequence[Panel], table: pd.DataFrame, class_names:
             ax.axis("off")
             ax.text(0.5, 0.5, p.note, ha="center", va="center", fontsize=9, wrap=True)
             sf.suptitle(p.title, fontsize=10)
-    _accuracy_axes(subs[-1], table)
+    _accuracy_axes(subs[len(panels)], table)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
