@@ -21,7 +21,7 @@ Writing notebook ``NN_name.ipynb`` (the pattern of 01 and 06):
   ``figures_dir`` (plus ``ipc``, ``seeds``, … as needed). No ``=`` inside comments on
   those lines: papermill then skips the line and cannot override it.
 * then ``from mdd import notebooks as nb, viz`` and ``figs = nb.figures_folder(out,
-  figures_dir)``; experts come from ``nb.ensure_experts(flag, preset, out, root=root)``
+  figures_dir, preset)``; experts come from ``nb.ensure_experts(flag, preset, out, root=root)``
   (trained by 01, reused here), computed results go to ``nb.results_folder(out, preset)``.
 * every figure through ``viz.publish(fig, "NN_what", figs)`` (saved and shown), every
   table through ``viz.save_table(df, "NN_what", figs)``; logic lives in ``mdd``.
@@ -86,11 +86,18 @@ def notebook_dir() -> Path:
     return root / "notebooks"
 
 
-def figures_folder(out: str | os.PathLike = DEFAULT_OUT,
-                   figures_dir: str | os.PathLike | None = None) -> Path:
-    """``figures_dir`` when given (e.g. ``"figures"`` for the figures of record), else
-    ``<out>/figures`` so that smoke runs never touch the repository's ``figures/``."""
-    return resolve_path(figures_dir) if figures_dir else resolve_path(out) / "figures"
+#: Presets whose figures are the figures of record (``figures/``) unless told otherwise.
+OF_RECORD = ("cpu", "paper")
+
+
+def figures_folder(out: str | os.PathLike = DEFAULT_OUT, figures_dir: str | os.PathLike | None = None,
+                   preset: str | None = None) -> Path:
+    """``figures_dir`` when given; else the project's ``figures/`` for the presets of
+    record (cpu, paper), and ``<out>/figures`` otherwise, so that smoke runs (CI) never
+    touch the figures of record."""
+    if figures_dir:
+        return resolve_path(figures_dir)
+    return resolve_path("figures") if preset in OF_RECORD else resolve_path(out) / "figures"
 
 
 def experts_folder(out: str | os.PathLike, flag: str, preset: str) -> Path:

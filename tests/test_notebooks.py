@@ -76,6 +76,14 @@ def test_run_refuses_to_write_into_notebooks():
         nb.run_notebooks(nb.notebook_dir() / "executed")
 
 
+def test_figures_of_record_only_at_cpu_and_paper(tmp_path):
+    assert nb.figures_folder(tmp_path, None, "smoke") == tmp_path / "figures"
+    assert nb.figures_folder(tmp_path) == tmp_path / "figures"
+    assert nb.figures_folder(tmp_path, tmp_path / "f", "cpu") == tmp_path / "f"
+    for preset in ("cpu", "paper"):
+        assert nb.figures_folder(tmp_path, None, preset) == nb.resolve_path("figures")
+
+
 def test_python3_kernel_is_this_environment():
     from jupyter_client.manager import KernelManager
     cmd = KernelManager(kernel_name=nb.KERNEL).format_kernel_cmd()
