@@ -567,8 +567,8 @@ class DistillRun:
         row = {"iteration": it, "alpha": alpha, **{k: res[k] for k in
                ("acc_mean", "acc_std", "auc_mean", "auc_std", "accs", "aucs", "seconds")}}
         key = self.selection_key(row)
-        better = self.best is None or key > self.selection_key(self.best) \
-            or not math.isfinite(self.selection_key(self.best)[0])
+        best = None if self.best is None else self.selection_key(self.best)
+        better = best is None or key > best or not math.isfinite(best[0])
         if better and (math.isfinite(key[0]) or self.best is None):
             self.best = row
             self.best_images = self.images.clone()

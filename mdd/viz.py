@@ -590,20 +590,22 @@ def nearest_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
     return fig
 
 
-def _bench_rows(results: pd.DataFrame) -> tuple[list[str], list[str]]:
+def _bench_axes(results: pd.DataFrame, metrics: Sequence[str]) -> tuple[Figure, np.ndarray, list[str], list[str]]:
+    """The benchmark plots' frame: one column per flag, one row per metric; the flags and
+    the methods in table order."""
     from .compare import _method_rank
+    if results.empty:
+        raise ValueError("no benchmark results to plot")
     flags = sorted(results["flag"].dropna().unique())
     methods = sorted(results["method"].unique(), key=_method_rank)
-    return flags, methods
+    fig, axes = new_figure(len(metrics), len(flags), figsize=(5.2 * len(flags), 3.2 * len(metrics)))
+    return fig, axes, flags, methods
 
 
 def benchmark_bars(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc")) -> Figure:
     """Grouped bars (mean ± std) per ipc and method, one column per flag, one row per
     metric; the full-data ceiling as a dashed line. ``results``: the benchmark table."""
-    if results.empty:
-        raise ValueError("no benchmark results to plot")
-    flags, methods = _bench_rows(results)
-    fig, axes = new_figure(len(metrics), len(flags), figsize=(5.2 * len(flags), 3.2 * len(metrics)))
+    fig, axes, flags, methods = _bench_axes(results, metrics)
     for col, flag in enumerate(flags):
         sub = results[results["flag"] == flag]
         ipcs = sorted(int(i) for i in sub["ipc"].dropna().unique())
@@ -634,10 +636,7 @@ def benchmark_bars(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc"
 def benchmark_lines(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc")) -> Figure:
     """Each metric (mean ± std) against ipc, one line per method, one column per flag;
     the full-data ceiling as a dashed line."""
-    if results.empty:
-        raise ValueError("no benchmark results to plot")
-    flags, methods = _bench_rows(results)
-    fig, axes = new_figure(len(metrics), len(flags), figsize=(5.2 * len(flags), 3.2 * len(metrics)))
+    fig, axes, flags, methods = _bench_axes(results, metrics)
     for col, flag in enumerate(flags):
         sub = results[results["flag"] == flag]
         for row, metric in enumerate(metrics):
