@@ -4,38 +4,41 @@ from __future__ import annotations
 import argparse
 
 from . import baselines, data as mdata
-from .evaluate import EvalConfig, evaluate_set
-
-#: Full data trains on hundreds to thousands of images per epoch: fewer epochs
-#: give the same order of SGD steps as 300 epochs on a small synthetic set.
-FULL_EPOCHS = 30
+from .ceiling import CeilingConfig, full_ceiling
+from .evaluate import EvalConfig, evaluate_set, protocol
+from .nets import ARCHS
 
 
 def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | None = None,
                  root=None, size: int = 28, seed: int = 0, device: str = "auto",
-                 progress: bool = True, download: bool = False, threads: int | None = None) -> dict:
-    """Evaluate the ``random`` subset at ``ipc`` or the ``full`` training set (§2 protocol).
-    ``threads``: torch threads (None: torch's default; 1 is faster for a random subset of
-    a few images on a busy 2-core machine)."""
+                 progress: bool = True, download: bool = False, threads: int | None = None,
+                 lr: float | None = None, arch: str = "convnet",
+                 search: CeilingConfig | None = None) -> dict:
+    """Evaluate the ``random`` subset at ``ipc`` (at ``lr``, default 0.01) or the ``full``
+    training set (§2 protocol). For ``full``, ``epochs=None`` chooses the epochs on val
+    (:mod:`mdd.ceiling`); a number skips the search. ``threads``: torch threads (None:
+    torch's default; 1 is faster for a random subset of a few images)."""
+    if kind not in ("random", "full"):
+        raise ValueError(f"kind must be 'random' or 'full', got {kind!r}")
     data = mdata.load(flag, size=size, root=root, download=download)
-    if epochs is None:
-        epochs = FULL_EPOCHS if kind == "full" else EvalConfig.epochs
-    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads)
+    cfg = EvalConfig(models=models, epochs=epochs or EvalConfig.epochs, seed=seed, device=device,
+                     threads=threads, lr=lr, arch=arch)
+    head = {"flag": flag, "size": size, "ipc": ipc if kind == "random" else None,
+            "kind": kind, "seed": seed}
+    if kind == "full" and epochs is None:
+        return {**head, **full_ceiling(data, cfg, search, progress=progress)}
     if kind == "random":
         x, y, _ = baselines.random_subset(data, ipc, seed=seed)
-    elif kind == "full":
-        x, y = baselines.full(data)
     else:
-        raise ValueError(f"kind must be 'random' or 'full', got {kind!r}")
-    res = evaluate_set(x, y, data, cfg, progress=progress)
-    return {"flag": flag, "size": size, "ipc": ipc if kind == "random" else None,
-            "kind": kind, "seed": seed, **res}
+        x, y = baselines.full(data)
+    return {**head, **evaluate_set(x, y, data, cfg, progress=progress), "protocol": protocol(cfg)}
 
 
 def _baseline(args: argparse.Namespace) -> dict:
     return run_baseline(args.flag, args.ipc, args.kind, models=args.models, epochs=args.epochs,
                         root=args.root, size=args.size, seed=args.seed, device=args.device,
-                        download=args.download, threads=args.threads)
+                        download=args.download, threads=args.threads, lr=args.lr, arch=args.arch,
+                        search=CeilingConfig(first_steps=args.first_steps, max_steps=args.max_steps))
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +49,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=("random", "full"), default="random")
     p.add_argument("--models", type=int, default=5, help="K fresh networks")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"training epochs (default {EvalConfig.epochs}; {FULL_EPOCHS} for full)")
+                   help=f"training epochs (default {EvalConfig.epochs}; for full: chosen on val)")
+    p.add_argument("--lr", type=float, default=None, help="training lr (default 0.01)")
+    p.add_argument("--arch", choices=ARCHS, default="convnet", help="evaluation network")
+    p.add_argument("--first-steps", type=int, default=CeilingConfig.first_steps,
+                   help="full: the epoch search's first candidate, in SGD steps")
+    p.add_argument("--max-steps", type=int, default=CeilingConfig.max_steps,
+                   help="full: the epoch search's last candidate, in SGD steps")
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

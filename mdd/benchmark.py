@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import baselines, compare, data as mdata
-from .baseline_cli import FULL_EPOCHS
+from .ceiling import full_ceiling
 from .evaluate import EvalConfig, evaluate_set
 
 DISTILL_METHODS = ("mtt", "ptm", "ptm+dom")
@@ -73,10 +73,10 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str) -> dict:
     if method in ("random", "full"):
         if method == "random":
             x, y, _ = baselines.random_subset(data, ipc, seed=cfg.seed)
+            res = evaluate_set(x, y, data, ec, progress=cfg.progress)
         else:
-            x, y = baselines.full(data)
-            ec.epochs, ec.threads = min(FULL_EPOCHS, ec.epochs), None
-        res = evaluate_set(x, y, data, ec, progress=cfg.progress)
+            ec.threads = None
+            res = full_ceiling(data, ec, progress=cfg.progress)
         artifact = None
     else:
         from .distill import DistillConfig, distill
@@ -89,7 +89,11 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str) -> dict:
                                     experts=str(experts), seed=cfg.seed, root=cfg.root,
                                     device=cfg.device, progress=cfg.progress,
                                     out=str(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}")))
-        artifact = res["artifact"]
+        # the row points at a copy beside the results (results/artifacts/…), which is
+        # committed with them; the run folder under runs/ is this machine's only
+        from .records import save_record
+        artifact = save_record(res["artifact"], flag, ipc, method, cfg.seed,
+                               root=Path(cfg.results).parent / "artifacts")
     keep = ("acc_mean", "acc_std", "auc_mean", "auc_std", "models", "epochs", "lr")
     return {"flag": flag, "size": data.size, "ipc": ipc, "method": method, "seed": cfg.seed,
             "artifact": artifact, **{k: res[k] for k in keep}}

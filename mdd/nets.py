@@ -105,3 +105,69 @@ def functional_embed(net: ConvNet, layout: ParamLayout, flat: torch.Tensor,
     params = {k.removeprefix("features."): v for k, v in layout.unflatten(flat).items()
               if k.startswith("features.")}
     return functional_call(net.features, params, (x,)).flatten(1)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for small images as MedMNIST v2 trains it at 28 px: a 3×3 stride-1
+    stem without max-pool (the CIFAR variant), four stages of two basic blocks
+    (64, 128, 256, 512 channels), batch norm, global average pool, linear head.
+
+    Input N×C×H×W, output N×num_classes logits. A second network family for
+    cross-architecture scores (DESIGN.md §2): the distilled images never saw it.
+    """
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        blocks, c = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            stride = 1 if i == 0 else 2
+            blocks += [_BasicBlock(c, width * mult, stride), _BasicBlock(width * mult, width * mult, 1)]
+            c = width * mult
+        self.layers = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(c, num_classes)
+        self.config = dict(channels=channels, num_classes=num_classes, image_size=image_size,
+                           width=width, arch="resnet18")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+#: Evaluation architectures: the distillation network (ConvNet-3 at 28 px) and two
+#: others it was not distilled for.
+ARCHS = ("convnet", "convnet-d4", "resnet18")
+
+
+def build_network(arch: str, channels: int, num_classes: int, image_size: int,
+                  width: int = 128) -> nn.Module:
+    """A fresh evaluation network. ``width`` is the ConvNet's; ResNet-18 keeps its own
+    64-channel stem. ``convnet-d4`` is the ConvNet one block deeper than its default."""
+    if arch == "convnet":
+        return ConvNet(channels, num_classes, image_size, width=width)
+    if arch == "convnet-d4":
+        return ConvNet(channels, num_classes, image_size, width=width,
+                       depth=default_depth(image_size) + 1)
+    if arch == "resnet18":
+        return ResNet18(channels, num_classes, image_size)
+    raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
