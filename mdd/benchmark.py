@@ -1,26 +1,42 @@
-"""The benchmark grid (DESIGN.md §3): modalities × ipc × methods, each cell with the
-protocol of §2, written row by row to a results CSV so that an interrupted grid
+"""The benchmark grid (DESIGN.md §3): modalities × ipc × methods × seeds, each cell with
+the protocol of §2, written row by row to a results CSV so that an interrupted grid
 resumes where it stopped (finished cells are skipped; a distillation in progress
 resumes from its checkpoint).
 
-Methods: ``random`` (class-balanced real subset), the distillation methods of
-:mod:`mdd.distill` (``mtt``, ``ptm``, ``ptm+dom``, …) and ``full`` (the ceiling).
+Methods: ``random`` (class-balanced real subset at lr 0.01), the distillation methods
+of :mod:`mdd.distill` (``mtt``, ``datm``, ``ptm``, ``ptm+dom``), the control
+``random@<method>`` (the same real subset — a distillation's initialization — trained
+at that method's learned α, so that a gain over random is not a learning-rate
+effect), and ``full`` (the ceiling, epochs chosen on val, :mod:`mdd.ceiling`).
+
+One CSV row per (flag, size, ipc, method, seed), columns :data:`COLUMNS`; the distilled
+set behind a row is copied to ``artifacts/`` beside the CSV (:mod:`mdd.records`).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import baselines, compare, data as mdata
-from .ceiling import full_ceiling
-from .evaluate import EvalConfig, evaluate_set
+from . import baselines, data as mdata, stats, validate
+from .ceiling import PRESET_MODELS, PRESET_SEARCH, full_ceiling
+from .evaluate import EvalConfig, evaluate_set, protocol
+from .io import read_json, remove_partial_writes, write_text
+from .locks import file_lock, folder_lock
 
-DISTILL_METHODS = ("mtt", "ptm", "ptm+dom")
+DISTILL_METHODS = ("mtt", "datm", "ptm", "ptm+dom")
 METHODS = ("random",) + DISTILL_METHODS + ("full",)
+KEY = ["flag", "size", "ipc", "method", "seed"]
+METRICS = ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean", "auc_std")
+COLUMNS = KEY + list(METRICS) + [
+    "models", "epochs", "lr", "alpha", "selected_iteration", "iterations",
+    "last_iteration", "last_acc_mean", "last_bacc_mean", "last_auc_mean",
+    "val_auc", "val_seeds", "test_seeds", "distill_seconds", "seconds", "artifact", "protocol"]
 
 
 @dataclass
@@ -30,118 +46,229 @@ class GridConfig:
     flags: list[str] = field(default_factory=lambda: ["breastmnist", "pneumoniamnist"])
     ipcs: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     preset: str = "cpu"
-    seed: int = 0
     root: str | None = None
     runs: str = "runs/benchmark"          # experts and distillation run folders
     results: str = "results/benchmark.csv"
+    records: str | None = None            # artifacts of record; None: artifacts/ beside results
+    controls: bool = True                 # random@<method> beside every distilled cell
     device: str = "auto"
     progress: bool = True
 
-    def cells(self) -> list[tuple[str, int | None, str]]:
-        """(flag, ipc, method) in run order; ``full`` once per flag with ipc None."""
+    def cells(self) -> list[tuple[str, int | None, str, int]]:
+        """(flag, ipc, method, seed) in run order; ``full`` once per flag (ipc None,
+        seed 0); ``random@m`` right after ``m`` when ``random`` is in the grid too."""
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
         out = []
         for flag in self.flags:
-            out += [(flag, ipc, m) for ipc in self.ipcs for m in self.methods if m != "full"]
+            for ipc in self.ipcs:
+                for seed in self.seeds:
+                    for m in self.methods:
+                        if m == "full":
+                            continue
+                        out.append((flag, ipc, m, seed))
+                        if self.controls and m in DISTILL_METHODS and "random" in self.methods:
+                            out.append((flag, ipc, f"random@{m}", seed))
             if "full" in self.methods:
-                out.append((flag, None, "full"))
+                out.append((flag, None, "full", 0))
         return out
 
 
 def _eval_config(preset: str, seed: int, device: str) -> EvalConfig:
     from .distill import PRESETS
     p = PRESETS[preset]
-    # the preset's threads (cpu: 1) suit a few images; the full set is left to torch
+    # the preset's threads (cpu: 1) suit a few images
     return EvalConfig(models=p["test_models"], epochs=p["test_epochs"], seed=seed, device=device,
                       threads=p.get("threads"))
+
+
+# ---------------------------------------------------------------- the results CSV
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The grid's CSV as a DataFrame (columns :data:`COLUMNS`; ipc empty for full)."""
+    df = pd.read_csv(path)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    df["ipc"] = pd.to_numeric(df["ipc"], errors="coerce").astype("Int64")
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").fillna(0).astype(int)
+    return df[COLUMNS]
+
+
+def upsert_results(rows: list[dict], path: str | Path) -> pd.DataFrame:
+    """Add rows (replacing those with the same :data:`KEY`), atomically."""
+    path = Path(path)
+    new = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in new.columns:
+            new[c] = None
+    new = new[COLUMNS]
+    old = read_results(path) if path.is_file() else new.iloc[:0]
+    both = pd.concat([new, old], ignore_index=True) if not old.empty else new
+    both["ipc"] = pd.to_numeric(both["ipc"], errors="coerce").astype("Int64")
+    both = both.drop_duplicates(KEY, keep="first")
+    order = {m: i for i, m in enumerate(METHODS)}
+    both = (both.assign(_r=both["method"].map(lambda m: (order.get(m.split("@")[0], 99), m)))
+            .sort_values(["flag", "size", "ipc", "_r", "seed"]).drop(columns="_r"))
+    write_text(path, both.to_csv(index=False))
+    return both.reset_index(drop=True)
 
 
 def _done(results: Path) -> set[tuple]:
     if not results.is_file():
         return set()
-    df = compare.read_benchmark(results)
-    return {(r.flag, None if pd.isna(r.ipc) else int(r.ipc), r.method) for r in df.itertuples()}
+    df = read_results(results)
+    return {(r.flag, None if pd.isna(r.ipc) else int(r.ipc), r.method, int(r.seed))
+            for r in df.itertuples()}
 
 
-def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str) -> dict:
-    """Run one cell and return its results row (the columns of ``benchmark.csv``)."""
+# ---------------------------------------------------------------- cells
+def _row(flag: str, size: int, ipc: int | None, method: str, seed: int, res: dict) -> dict:
+    last = res.get("last") or {}
+    return {"flag": flag, "size": size, "ipc": ipc, "method": method, "seed": seed,
+            **{k: res.get(k) for k in METRICS},
+            "models": res.get("models"), "epochs": res.get("epochs"), "lr": res.get("lr"),
+            "alpha": res.get("alpha"), "selected_iteration": res.get("selected_iteration"),
+            "iterations": res.get("iterations"), "last_iteration": last.get("iteration"),
+            **{f"last_{k}": last.get(k) for k in ("acc_mean", "bacc_mean", "auc_mean")},
+            "val_auc": res.get("val_auc"),
+            "val_seeds": json.dumps(res.get("selection", {}).get("seeds", [])),
+            "test_seeds": json.dumps(res.get("test_seeds", [])),
+            "distill_seconds": res.get("distill_seconds"), "seconds": res.get("seconds"),
+            "artifact": res.get("artifact"), "protocol": 2}
+
+
+def _distill_run(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -> dict:
+    from .distill import DistillConfig, distill
+    from .experts import preset_recipe, train_experts
+    experts = Path(cfg.runs) / "experts" / f"{flag}-{cfg.preset}"
+    recipe, count = preset_recipe(cfg.preset)
+    # one expert set per flag (seed 0): the distillation seed varies the init and draws
+    train_experts(flag, experts, count, recipe, root=cfg.root, seed=0, device=cfg.device,
+                  progress=cfg.progress)
+    return distill(DistillConfig(flag=flag, ipc=ipc, method=method, preset=cfg.preset,
+                                 experts=str(experts), seed=seed, root=cfg.root,
+                                 device=cfg.device, progress=cfg.progress,
+                                 out=str(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}-s{seed}")))
+
+
+def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int = 0) -> dict:
+    """Run one cell and return its results row (:data:`COLUMNS`)."""
     data = mdata.load(flag, root=cfg.root)
-    ec = _eval_config(cfg.preset, cfg.seed, cfg.device)
-    if method in ("random", "full"):
-        if method == "random":
-            x, y, _ = baselines.random_subset(data, ipc, seed=cfg.seed)
-            res = evaluate_set(x, y, data, ec, progress=cfg.progress)
-        else:
-            ec.threads = None
-            res = full_ceiling(data, ec, progress=cfg.progress)
-        artifact = None
+    ec = _eval_config(cfg.preset, seed, cfg.device)
+    if method == "full":
+        ec.threads, ec.models = None, PRESET_MODELS[cfg.preset]
+        res = full_ceiling(data, ec, PRESET_SEARCH[cfg.preset], progress=cfg.progress)
+    elif method == "random" or method.startswith("random@"):
+        x, y, _ = baselines.random_subset(data, ipc, seed=seed)
+        lr = None
+        if "@" in method:   # the same subset, at the learned α of that method's run
+            lr = float(read_json(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method[7:]}-s{seed}"
+                                 / "result.json")["alpha"])
+        res = {**evaluate_set(x, y, data, ec, lr=lr, progress=cfg.progress), "alpha": lr}
     else:
-        from .distill import DistillConfig, distill
-        from .experts import preset_recipe, train_experts
-        experts = Path(cfg.runs) / "experts" / f"{flag}-{cfg.preset}"
-        recipe, count = preset_recipe(cfg.preset)
-        train_experts(flag, experts, count, recipe, root=cfg.root, seed=cfg.seed,
-                      device=cfg.device, progress=cfg.progress)
-        res = distill(DistillConfig(flag=flag, ipc=ipc, method=method, preset=cfg.preset,
-                                    experts=str(experts), seed=cfg.seed, root=cfg.root,
-                                    device=cfg.device, progress=cfg.progress,
-                                    out=str(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}")))
-        # the row points at a copy beside the results (results/artifacts/…), which is
-        # committed with them; the run folder under runs/ is this machine's only
+        res = dict(_distill_run(cfg, flag, ipc, method, seed))
         from .records import save_record
-        artifact = save_record(res["artifact"], flag, ipc, method, cfg.seed,
-                               root=Path(cfg.results).parent / "artifacts")
-    keep = ("acc_mean", "acc_std", "auc_mean", "auc_std", "models", "epochs", "lr")
-    return {"flag": flag, "size": data.size, "ipc": ipc, "method": method, "seed": cfg.seed,
-            "artifact": artifact, **{k: res[k] for k in keep}}
+        records = cfg.records or str(Path(cfg.results).parent / "artifacts")
+        res["artifact"] = save_record(res["artifact"], flag, ipc, method, seed, root=records)
+    return _row(flag, data.size, ipc, method, seed, res)
 
 
 def run_grid(cfg: GridConfig) -> pd.DataFrame:
     """Run every cell not yet in ``cfg.results``; return the whole results table."""
+    validate.grid_config(cfg)   # flags first, then ipcs, methods, seeds, preset, paths
     results = Path(cfg.results)
-    done = _done(results)
-    todo = [c for c in cfg.cells() if c not in done]
-    for flag, ipc, method in tqdm(todo, desc="benchmark", disable=not cfg.progress):
-        compare.upsert_benchmark([run_cell(cfg, flag, ipc, method)], results)
-    return compare.read_benchmark(results) if results.is_file() else pd.DataFrame()
+    # one grid writes these results and runs at a time (a second is refused, mdd.locks)
+    with file_lock(results, "mdd benchmark"), folder_lock(cfg.runs, "mdd benchmark"):
+        remove_partial_writes(results.parent, of=results.name)
+        done = _done(results)
+        todo = [c for c in cfg.cells() if c not in done]
+        for flag, ipc, method, seed in tqdm(todo, desc="benchmark", disable=not cfg.progress):
+            upsert_results([run_cell(cfg, flag, ipc, method, seed)], results)
+    return read_results(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
 
 
-def gain_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per flag × ipc × method: ACC and AUC as mean ± std (in %), and the
-    gain in ACC points over the random subset at the same ipc (full: over nothing)."""
+# ---------------------------------------------------------------- tables
+def _pct(s: dict) -> str:
+    return "n/a" if s["mean"] is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+
+def seed_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per flag × ipc × method: ACC, balanced ACC (%) and AUC as mean ± std over
+    seeds (each seed the mean of its K test networks), the number of seeds, the last
+    iterate's ACC, the mean learned α, and ΔACC: the paired difference over seeds
+    against ``random`` at the same ipc, in points with its 95 % bootstrap CI."""
+    results = results.copy()
+    for c in COLUMNS:   # a results table of protocol v1 (one seed, no bacc) reads too
+        if c not in results.columns:
+            results[c] = 0 if c == "seed" else None
     rows = []
-    for r in results.itertuples():
-        ipc = None if pd.isna(r.ipc) else int(r.ipc)
-        rand = results[(results.flag == r.flag) & (results.ipc == r.ipc) & (results.method == "random")]
-        gain = (100 * (r.acc_mean - rand.acc_mean.iloc[0])) if len(rand) and r.method != "random" else None
-        rows.append({"flag": r.flag, "ipc": ipc if ipc is not None else "all", "method": r.method,
-                     "ACC %": f"{100 * r.acc_mean:.1f} ± {100 * r.acc_std:.1f}",
-                     "AUC": f"{r.auc_mean:.3f} ± {r.auc_std:.3f}",
-                     "ΔACC vs random": None if gain is None else round(gain, 1)})
+    for (flag, ipc, method), g in results.groupby(["flag", "ipc", "method"], dropna=False, sort=False):
+        acc, bacc, auc = (stats.summarize(g[m].tolist()) for m in ("acc_mean", "bacc_mean", "auc_mean"))
+        last = stats.summarize(pd.to_numeric(g["last_acc_mean"], errors="coerce").dropna().tolist())
+        rand = results[(results.flag == flag) & (results.ipc == ipc) & (results.method == "random")]
+        delta = None
+        if method != "random" and len(rand):
+            d = stats.paired_difference(dict(zip(g.seed, g.acc_mean)), dict(zip(rand.seed, rand.acc_mean)))
+            delta = stats.fmt_ci(d)
+        alpha = pd.to_numeric(g["alpha"], errors="coerce").dropna()
+        rows.append({"flag": flag, "ipc": "all" if pd.isna(ipc) else int(ipc), "method": method,
+                     "seeds": acc["n"], "ACC %": _pct(acc), "bACC %": _pct(bacc),
+                     "AUC": "n/a" if auc["mean"] is None else f"{auc['mean']:.3f} ± {auc['std']:.3f}",
+                     "last ACC %": _pct(last) if last["n"] else "",
+                     "α": f"{alpha.mean():.2e}" if len(alpha) else "",
+                     "ΔACC vs random (pts, 95 % CI)": delta or ""})
     return pd.DataFrame(rows)
 
 
+def paired_table(results: pd.DataFrame, a: str, b: str, metrics=("acc_mean", "bacc_mean", "auc_mean")) -> pd.DataFrame:
+    """``a − b`` per flag × ipc, paired over seeds, for each metric (points for ACC and
+    balanced ACC, AUC × 100), with bootstrap and t 95 % CIs."""
+    rows = []
+    for (flag, ipc), g in results.groupby(["flag", "ipc"], dropna=True, sort=False):
+        ga, gb = g[g.method == a], g[g.method == b]
+        if ga.empty or gb.empty:
+            continue
+        row = {"flag": flag, "ipc": int(ipc), "comparison": f"{a} − {b}"}
+        for m in metrics:
+            d = stats.paired_difference(dict(zip(ga.seed, ga[m])), dict(zip(gb.seed, gb[m])))
+            name = {"acc_mean": "ΔACC", "bacc_mean": "ΔbACC", "auc_mean": "ΔAUC×100"}[m]
+            row[f"{name} [bootstrap CI]"] = stats.fmt_ci(d)
+            row[f"{name} t CI"] = "" if d["t_low"] is None else \
+                f"[{100 * d['t_low']:+.1f}, {100 * d['t_high']:+.1f}]"
+            row["seeds"] = d["n"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gain_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Kept for notebook 05: :func:`seed_table` of the results."""
+    return seed_table(results)
+
+
 def _cli(args: argparse.Namespace) -> list[dict]:
-    cfg = GridConfig(flags=args.flags, ipcs=args.ipcs, methods=args.methods, preset=args.preset,
-                     seed=args.seed, root=args.root, runs=args.runs, results=args.results,
-                     device=args.device)
-    return gain_table(run_grid(cfg)).to_dict("records")
+    cfg = GridConfig(flags=args.flags, ipcs=args.ipcs, methods=args.methods, seeds=args.seeds,
+                     preset=args.preset, root=args.root, runs=args.runs, results=args.results,
+                     device=args.device, controls=not args.no_controls)
+    return seed_table(run_grid(cfg)).to_dict("records")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     from .cli import add_common
     d = GridConfig()
-    p = sub.add_parser("benchmark", help="run (resumably) the modality × ipc × method grid")
+    p = sub.add_parser("benchmark", help="run (resumably) the modality × ipc × method × seed grid")
     p.add_argument("--flags", nargs="+", default=d.flags)
     p.add_argument("--ipcs", nargs="+", type=int, default=d.ipcs)
     p.add_argument("--methods", nargs="+", default=d.methods, choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds,
+                   help="distillation seeds (each fixes the initial real subset)")
     p.add_argument("--preset", default=d.preset, choices=("smoke", "cpu", "paper"))
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=d.runs, help="folder for experts and distillation runs")
     p.add_argument("--results", default=d.results, help="results CSV (rows are added as cells finish)")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the random@<method> rows (the real subset at the learned α)")
     p.add_argument("--device", default="auto")
     add_common(p)
     p.set_defaults(handler=_cli)

@@ -643,7 +643,7 @@ def benchmark_grid(flag: str, ipcs: Sequence[int], methods: Sequence[str], prese
         link_experts(getattr(experts, "folder", experts),
                      out / "benchmark" / "experts" / f"{flag}-{preset}")
     cfg = GridConfig(flags=[flag], ipcs=[int(i) for i in ipcs], methods=list(methods),
-                     preset=preset, seed=seed, root=None if root is None else str(root),
+                     preset=preset, seeds=[seed], root=None if root is None else str(root),
                      runs=str(out / "benchmark"), results=str(out / "benchmark.csv"),
                      device=device, progress=False)
     with torch_threads(preset_threads(preset, threads)):

@@ -58,13 +58,16 @@ from safetensors.torch import save as st_save
 from tqdm.auto import tqdm
 
 from . import data as mdata
+from . import validate
 from .alloc import tuned_malloc
 from .artifact import ARTIFACT_DIR, load_distilled, save_distilled
 from .augment import Augment
 from .baselines import random_subset
-from .evaluate import EvalConfig, evaluate_set, resolve_device
+from .evaluate import EvalConfig, evaluate_set, protocol, resolve_device
 from .experts import ExpertSet, versions
-from .io import atomic_path, read_json, write_json
+from .nets import ARCHS
+from .io import atomic_path, read_json, remove_partial_writes, write_json
+from .locks import folder_lock
 from .matching import MatchProblem, MatchResult, Student, compile_kernels, match
 from .overlap import class_similarity, detect, embed, farthest_real
 from .runtime import tf32, torch_threads
@@ -144,11 +147,12 @@ class DistillConfig:
     # -- guards
     skip_loss_above: float | None = None     # DATM-style skip (≈1)
     # -- selection and evaluation
-    select: str = "acc"                      # val metric that picks the reported images:
-                                             # acc (ties: auc) | auc (ties: acc)
+    select: str = "auc"                      # val metric that picks the reported images:
+                                             # auc (ties: balanced acc; the protocol) | acc
+    select_init: bool = False                # is iteration 0 (the init) a candidate?
     eval_every: int = 50
-    val_models: int = 2
-    val_epochs: int = 100
+    val_models: int = 3                      # ≥ 3, trained as the test networks are
+    val_epochs: int | None = None            # None: test_epochs (the protocol)
     test_models: int = 5
     test_epochs: int = 300
     # -- logging and checkpoints
@@ -169,15 +173,15 @@ class DistillConfig:
 #: under load, 1.0 s with 1).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(iterations=8, steps=3, num_stages=2, dom_every=3, retrain_iterations=2,
-                  eval_every=4, val_models=1, val_epochs=10, test_models=1, test_epochs=20,
+                  eval_every=4, val_models=1, test_models=1, test_epochs=20,
                   snapshot_every=4, max_start=2, span=1, dom_pool=64),
     "cpu": dict(iterations=120, steps=12, num_stages=4, max_target=8, first_target=2,
-                dom_every=20, retrain_iterations=5, eval_every=30, val_models=2,
-                val_epochs=150, test_models=5, test_epochs=300, snapshot_every=10,
+                dom_every=20, retrain_iterations=5, eval_every=30, val_models=3,
+                test_models=5, test_epochs=300, snapshot_every=10,
                 max_start=8, span=2, lr_images=100.0, lr_alpha=0.01, threads=1),
     "paper": dict(iterations=5000, steps=30, num_stages=5, max_target=20, first_target=2,
                   dom_every=100, retrain_iterations=50, eval_every=500, val_models=3,
-                  val_epochs=300, test_models=5, test_epochs=1000, snapshot_every=100,
+                  test_models=5, test_epochs=1000, snapshot_every=100,
                   max_start=20, span=2),
 }
 
@@ -190,6 +194,7 @@ NON_IDENTITY = ("out", "root", "device", "progress", "checkpoint_every_s", "chec
 def resolve(config: DistillConfig, explicit: set[str] | None = None) -> DistillConfig:
     """Apply ``config.preset`` under the explicit fields — those named in ``explicit``
     and those that differ from DistillConfig's defaults — and fill the derived defaults."""
+    validate.check_flag(config.flag)   # a typo is named as such, before anything else
     cfg = dataclasses.replace(config)
     if cfg.preset is not None:
         if cfg.preset not in PRESETS:
@@ -200,19 +205,11 @@ def resolve(config: DistillConfig, explicit: set[str] | None = None) -> DistillC
         for k, v in PRESETS[cfg.preset].items():
             if k not in explicit:
                 setattr(cfg, k, v)
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    if cfg.ipc < 1:
-        raise ValueError(f"ipc must be ≥ 1, got {cfg.ipc}")
-    if cfg.init not in ("real", "noise"):
-        raise ValueError(f"init must be 'real' or 'noise', got {cfg.init!r}")
-    if cfg.select not in ("acc", "auc"):
-        raise ValueError(f"select must be 'acc' or 'auc', got {cfg.select!r}")
-    if cfg.mode not in ("auto", "adjoint", "unrolled"):
-        raise ValueError(f"mode must be auto, adjoint or unrolled, got {cfg.mode!r}")
-    if not 0 < cfg.alpha_min <= cfg.alpha_init <= cfg.alpha_max:
-        raise ValueError(f"need 0 < alpha_min ≤ alpha_init ≤ alpha_max, got {cfg.alpha_min}, "
-                         f"{cfg.alpha_init}, {cfg.alpha_max}")
+    # every field against mdd.validate.DISTILL (ranges, choices, α bounds): one line
+    # naming the argument, its value and what is allowed
+    validate.distill_config(cfg)
+    if cfg.val_epochs is None:
+        cfg.val_epochs = cfg.test_epochs
     if cfg.experts is None:
         cfg.experts = str(Path("runs") / "experts" / f"{cfg.flag}-{cfg.preset or 'cpu'}")
     if cfg.out is None:
@@ -337,7 +334,7 @@ class RunLog:
 
     def event(self, path: Path, row: dict) -> None:
         with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(_json_safe(row)) + "\n")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -552,36 +549,49 @@ class DistillRun:
         return len(chosen)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_val(self, it: int) -> dict:
+    def val_config(self) -> EvalConfig:
+        """The selection networks: trained exactly as the test networks are (epochs,
+        schedule, augmentation, lr = α), from the val seed range (mdd.seeds)."""
         cfg = self.cfg
-        ec = EvalConfig(models=cfg.val_models, epochs=cfg.val_epochs, seed=cfg.seed, device=cfg.device)
+        return EvalConfig(models=cfg.val_models, epochs=cfg.val_epochs, seed=cfg.seed,
+                          device=cfg.device)
+
+    def is_candidate(self, it: int) -> bool:
+        """Candidates (fixed before any number is seen): every ``eval_every`` iterations
+        and the last; the initialization only with ``select_init``."""
+        return it > 0 or self.cfg.select_init
+
+    def evaluate_val(self, it: int) -> dict:
         alpha = float(self.log_alpha.exp())
         try:
-            res = evaluate_set(self.images.detach().cpu(), self.labels.cpu(), self.data, ec,
-                               lr=alpha, split="val", progress=False)
+            res = evaluate_set(self.images.detach().cpu(), self.labels.cpu(), self.data,
+                               self.val_config(), lr=alpha, split="val", progress=False)
         except ValueError as e:   # training diverged (NaN scores): never selected
             warnings.warn(f"val evaluation at iteration {it} failed ({e}); not a candidate")
             nan = float("nan")
-            res = {"acc_mean": nan, "acc_std": nan, "auc_mean": nan, "auc_std": nan, "accs": [],
-                   "aucs": [], "seconds": 0.0}
-        row = {"iteration": it, "alpha": alpha, **{k: res[k] for k in
-               ("acc_mean", "acc_std", "auc_mean", "auc_std", "accs", "aucs", "seconds")}}
+            res = {"acc_mean": nan, "acc_std": nan, "bacc_mean": nan, "bacc_std": nan,
+                   "auc_mean": nan, "auc_std": nan, "accs": [], "baccs": [], "aucs": [],
+                   "val_seeds": [], "seconds": 0.0}
+        row = {"iteration": it, "alpha": alpha, "candidate": self.is_candidate(it),
+               **{k: res[k] for k in ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean",
+                                      "auc_std", "accs", "baccs", "aucs", "val_seeds", "seconds")}}
         key = self.selection_key(row)
         best = None if self.best is None else self.selection_key(self.best)
-        better = best is None or key > best or not math.isfinite(best[0])
-        if better and (math.isfinite(key[0]) or self.best is None):
+        if row["candidate"] and math.isfinite(key[0]) and (best is None or key > best):
             self.best = row
             self.best_images = self.images.clone()
             self.best_log_alpha = self.log_alpha.clone()
         self.log.event(self.log.evals, row)
-        return row
+        return _json_safe(row)
 
     def selection_key(self, row: dict) -> tuple[float, float]:
-        """What a val evaluation is ranked by. At ipc 1–2 on an imbalanced binary set the
-        accuracy of a few networks mostly says which class they favour, while AUC still
-        ranks what they learned: hence ``select="auc"``."""
+        """What a val evaluation is ranked by: AUC, ties by balanced accuracy (the
+        protocol, DESIGN.md §2). At ipc 1–2 on an imbalanced binary set val accuracy
+        mostly says which class a few networks favour; ``select="acc"`` (ties: AUC)
+        stays for the record of that ablation."""
         acc, auc = row["acc_mean"], row["auc_mean"]
-        return (acc, auc) if self.cfg.select == "acc" else (auc, acc)
+        bacc = row.get("bacc_mean", float("nan"))
+        return (acc, auc) if self.cfg.select == "acc" else (auc, bacc)
 
     def save_snapshot(self, it: int, sims: dict | None) -> None:
         path = self.out / "snapshots" / f"iter_{it:06d}.npz"
@@ -595,14 +605,21 @@ class DistillRun:
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_after: int | None = None) -> dict:
-        cfg = self.cfg
+        """Run or resume, holding the run folder's lock: a second writer of the same
+        ``out`` is refused (mdd.locks); a killed one's lock goes with its process."""
         self.out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.out, "mdd distill"):
+            remove_partial_writes(self.out)   # temp files of writes a kill cut short
+            return self._run(stop_after)
+
+    def _run(self, stop_after: int | None = None) -> dict:
+        cfg = self.cfg
         self.init_state()
         resumed = self.load_checkpoint()
         write_json(self.out / CONFIG, cfg.to_dict())
         self.log = RunLog(self.out, self.iteration)
         if not resumed:
-            self.evaluate_val(0)    # the real (or noise) initialization is a candidate too
+            self.evaluate_val(0)    # logged for reference; a candidate only with select_init
             self.save_snapshot(0, None)
             self.save_checkpoint()
         self.sim_theta = self.traj.get(0, self.experts.epochs)
@@ -682,12 +699,36 @@ class DistillRun:
         return self.finish()
 
     def finish(self) -> dict:
+        """Score the selected images and the last iterate on test (K networks from the
+        test seed range), save the selected images as the artifact, write result.json."""
         cfg = self.cfg
         ec = EvalConfig(models=cfg.test_models, epochs=cfg.test_epochs, seed=cfg.seed, device=cfg.device)
-        alpha = float(self.best_log_alpha.exp())
-        x, y = self.best_images.detach().cpu(), self.labels.cpu()
-        test = evaluate_set(x, y, self.data, ec, lr=alpha, split="test", progress=cfg.progress)
+        y = self.labels.cpu()
+        last_alpha = float(self.log_alpha.exp())
+        if self.best is None:   # no finite candidate: report the last iterate, say so
+            warnings.warn("no val evaluation gave a finite AUC; the last iterate is reported")
+            self.best = {"iteration": self.iteration, "alpha": last_alpha, "fallback": "last"}
+            self.best_images, self.best_log_alpha = self.images.clone(), self.log_alpha.clone()
         val = self.best
+        alpha = float(self.best_log_alpha.exp())
+        x = self.best_images.detach().cpu()
+        test = evaluate_set(x, y, self.data, ec, lr=alpha, split="test", progress=cfg.progress)
+        if val["iteration"] == self.iteration:
+            last = test
+        else:
+            last = evaluate_set(self.images.detach().cpu(), y, self.data, ec, lr=last_alpha,
+                                split="test", progress=cfg.progress)
+        vc = self.val_config()
+        selection = {"metric": cfg.select, "ties": "bacc" if cfg.select == "auc" else "auc",
+                     "models": vc.models, "epochs": vc.epochs, "seeds": val.get("val_seeds", []),
+                     "iteration": val["iteration"], "alpha": alpha,
+                     "candidates": "every eval_every iterations and the last"
+                                   + (" and the init" if cfg.select_init else ""),
+                     "eval_every": cfg.eval_every,
+                     **{f"val_{k}": val.get(f"{k}_mean") for k in ("acc", "bacc", "auc")}}
+        last_fields = {"iteration": self.iteration, "alpha": last_alpha,
+                       **{k: last[k] for k in METRIC_FIELDS}}
+        proto = protocol(ec)
         info = {"flag": cfg.flag, "size": cfg.size, "ipc": cfg.ipc, "method": cfg.method,
                 "alpha": alpha, "num_classes": self.data.num_classes, "seed": cfg.seed,
                 "task": self.data.task, "license": self.data.license,
@@ -695,26 +736,49 @@ class DistillRun:
                             "count": len(self.experts), "epochs": self.experts.epochs,
                             "width": self.student.width},
                 "selected_iteration": val["iteration"], "iterations": cfg.iterations,
-                "config": cfg.to_dict(), "versions": versions(),
-                "results": {"val": _result_fields(val, cfg.val_models, cfg.val_epochs),
-                            "test": _result_fields(test, cfg.test_models, cfg.test_epochs)}}
+                "init_indices": self.init_indices,
+                # DOM's re-seeds (set index ← train index), for the privacy audit's provenance
+                "reseeds": [{"iteration": int(e["iteration"]), "index": int(k), "real_index": int(v)}
+                            for e in read_dom_events(self.out)
+                            for k, v in (e.get("real_indices") or {}).items()],
+                "config": cfg.to_dict(), "versions": versions(), "protocol": proto,
+                "results": {"val": _result_fields(val, vc.models, vc.epochs),
+                            "test": _result_fields(test, cfg.test_models, cfg.test_epochs),
+                            "selection": selection, "last": last_fields}}
         save_distilled(self.out / ARTIFACT_DIR, x, y, self.data.norm, info, self.data.class_names)
         summary = {"flag": cfg.flag, "size": cfg.size, "ipc": cfg.ipc, "kind": "distilled",
                    "method": cfg.method, "seed": cfg.seed, "alpha": alpha,
                    "selected_iteration": val["iteration"], "iterations": cfg.iterations,
-                   "val_acc": val["acc_mean"], "val_auc": val["auc_mean"],
-                   **{k: test[k] for k in ("split", "acc_mean", "acc_std", "auc_mean", "auc_std",
-                                           "accs", "aucs", "lr", "n_train", "models", "epochs")},
+                   "val_acc": val.get("acc_mean"), "val_bacc": val.get("bacc_mean"),
+                   "val_auc": val.get("auc_mean"),
+                   **{k: test[k] for k in ("split", *METRIC_FIELDS, "accs", "baccs", "aucs",
+                                           "test_seeds", "lr", "n_train", "models", "epochs")},
+                   "selection": selection, "last": last_fields, "protocol": proto,
                    "counters": self.counters, "distill_seconds": round(self.elapsed, 2),
                    "mode": self.mode, "out": str(self.out),
                    "artifact": str(self.out / ARTIFACT_DIR)}
-        write_json(self.out / RESULT, summary)
-        return summary
+        write_json(self.out / RESULT, _json_safe(summary))
+        return _json_safe(summary)
+
+
+#: The metric fields every result carries (mean ± std over the K networks).
+METRIC_FIELDS = ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean", "auc_std")
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and ±inf → None, recursively: result files are strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _result_fields(r: dict, models: int, epochs: int) -> dict:
-    keep = ("iteration", "acc_mean", "acc_std", "auc_mean", "auc_std", "accs", "aucs")
-    return {**{k: r[k] for k in keep if k in r}, "models": models, "epochs": epochs}
+    keep = ("iteration", *METRIC_FIELDS, "accs", "baccs", "aucs", "val_seeds", "test_seeds")
+    return _json_safe({**{k: r[k] for k in keep if k in r}, "models": models, "epochs": epochs})
 
 
 def _diff(a: dict, b: dict) -> str:
@@ -796,21 +860,27 @@ def distill(config: DistillConfig | None = None, explicit: set[str] | None = Non
 
 # ====================================================================== evaluate
 def evaluate_distilled(path: str | os.PathLike, models: int = 5, epochs: int = 300, root=None,
-                       split: str = "test", seed: int = 0, device: str = "auto",
+                       split: str = "test", seed: int | None = None, device: str = "auto",
                        quantized: bool = False, progress: bool = True,
-                       threads: int | None = None) -> dict:
+                       threads: int | None = None, arch: str = "convnet") -> dict:
     """Evaluate an artifact with the §2 protocol (lr = its learned α): the same fields as
-    ``mdd baseline``. ``threads`` sets torch's threads for the call (1 suits a few
-    images on a busy machine)."""
+    ``mdd baseline``. ``seed`` picks the networks' seed range (default: the artifact's
+    distillation seed, so the default test networks are the ones its result.json
+    reports); ``arch`` scores it on a network it was not distilled for. ``threads`` sets
+    torch's threads for the call (1 suits a few images on a busy machine)."""
     ds = load_distilled(path, quantized=quantized)
     data = mdata.load(ds.flag, size=ds.size, root=root)
     got, want = ds.norm, data.norm
     if not np.allclose(np.array(got.mean + got.std), np.array(want.mean + want.std), atol=1e-5):
         raise ValueError(f"the distilled set was normalized with {got}, but {data.path} gives {want}")
-    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads)
+    if seed is None:
+        seed = int(ds.manifest.get("seed", ds.manifest.get("info", {}).get("seed", 0)) or 0)
+    cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads,
+                     arch=arch)
     res = evaluate_set(ds.x, ds.y, data, cfg, lr=ds.lr, split=split, progress=progress)
-    return {"flag": ds.flag, "size": ds.size, "ipc": ds.ipc, "kind": "distilled",
-            "method": ds.method, "seed": seed, "distilled": str(ds.path), **res}
+    return _json_safe({"flag": ds.flag, "size": ds.size, "ipc": ds.ipc, "kind": "distilled",
+                       "method": ds.method, "seed": seed, "distilled": str(ds.path), **res,
+                       "protocol": protocol(cfg)})
 
 
 # ====================================================================== run-folder readers
@@ -915,7 +985,7 @@ def _distill_cli(args: argparse.Namespace) -> dict:
 def _evaluate_cli(args: argparse.Namespace) -> dict:
     return evaluate_distilled(args.distilled, models=args.models, epochs=args.epochs, root=args.root,
                               split=args.split, seed=args.seed, device=args.device,
-                              quantized=args.quantized, threads=args.threads)
+                              quantized=args.quantized, threads=args.threads, arch=args.arch)
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -938,7 +1008,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="PTM: fixed N or N growing with the segment")
     p.add_argument("--init", choices=("real", "noise"), default=None)
     p.add_argument("--select", choices=("acc", "auc"), default=None,
-                   help="val metric that picks the reported images (default acc, ties by auc)")
+                   help="val metric that picks the reported images (default auc, ties by "
+                        "balanced accuracy: the protocol; acc only for ablations)")
     p.add_argument("--mode", choices=("auto", "adjoint", "unrolled"), default=None,
                    help="how the unroll is differentiated (default auto: by memory)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
@@ -957,7 +1028,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--models", type=int, default=5, help="K fresh networks")
     e.add_argument("--epochs", type=int, default=EvalConfig.epochs)
     e.add_argument("--split", choices=("val", "test"), default="test")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=None,
+                   help="seed range of the networks (default: the artifact's distillation seed)")
+    e.add_argument("--arch", choices=ARCHS, default="convnet",
+                   help="evaluation network (cross-architecture: convnet-d4, resnet18)")
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int, default=None,
                    help="torch threads (1 is fastest for a few images on a busy 2-core machine)")
