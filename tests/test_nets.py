@@ -54,3 +54,15 @@ def test_load_flat_round_trip_and_size_check():
 def test_depth_too_deep():
     with pytest.raises(ValueError, match="below 1px"):
         ConvNet(1, 2, 28, depth=6)
+
+
+def test_evaluation_architectures_have_the_right_outputs():
+    import torch
+    from mdd.nets import ResNet18, build_network
+    for arch, depth_blocks in (("convnet", 3), ("convnet-d4", 4)):
+        net = build_network(arch, 1, 2, 28, width=8)
+        assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 2)
+        assert net.config["depth"] == depth_blocks
+    r = build_network("resnet18", 3, 5, 28)
+    assert isinstance(r, ResNet18) and r(torch.zeros(2, 3, 28, 28)).shape == (2, 5)
+    assert sum(p.numel() for p in r.parameters()) > 10_000_000   # ResNet-18: ~11 M weights
