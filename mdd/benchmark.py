@@ -110,7 +110,9 @@ def upsert_results(rows: list[dict], path: str | Path) -> pd.DataFrame:
     both["ipc"] = pd.to_numeric(both["ipc"], errors="coerce").astype("Int64")
     both = both.drop_duplicates(KEY, keep="first")
     order = {m: i for i, m in enumerate(METHODS)}
-    both = (both.assign(_r=both["method"].map(lambda m: (order.get(m.split("@")[0], 99), m)))
+    # random@m right after m
+    rank = lambda m: (order.get(m.split("@")[-1], 99), "@" in m, m)   # noqa: E731
+    both = (both.assign(_r=both["method"].map(rank))
             .sort_values(["flag", "size", "ipc", "_r", "seed"]).drop(columns="_r"))
     write_text(path, both.to_csv(index=False))
     return both.reset_index(drop=True)
@@ -241,6 +243,23 @@ def paired_table(results: pd.DataFrame, a: str, b: str, metrics=("acc_mean", "ba
             row["seeds"] = d["n"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def cell_means(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per flag × ipc × method with ``<metric>_mean``/``_std`` taken over seeds
+    (each seed the mean of its test networks) and ``seeds``: the shape the plots of
+    :mod:`mdd.viz` draw (``benchmark_bars``, ``benchmark_lines``)."""
+    out = []
+    for (flag, ipc, method), g in results.groupby(["flag", "ipc", "method"], dropna=False, sort=False):
+        row = {"flag": flag, "ipc": ipc, "method": method, "seeds": len(g)}
+        for m in ("acc", "bacc", "auc"):
+            s = stats.summarize(pd.to_numeric(g[f"{m}_mean"], errors="coerce").tolist())
+            row[f"{m}_mean"], row[f"{m}_std"] = s["mean"], s["std"]
+        out.append(row)
+    df = pd.DataFrame(out)
+    if not df.empty:
+        df["ipc"] = pd.to_numeric(df["ipc"], errors="coerce").astype("Int64")
+    return df
 
 
 def gain_table(results: pd.DataFrame) -> pd.DataFrame:

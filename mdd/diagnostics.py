@@ -619,12 +619,16 @@ def link_experts(source: str | os.PathLike, target: str | os.PathLike) -> bool:
 def load_benchmark(path: str | os.PathLike) -> pd.DataFrame:
     """A saved results CSV (``mdd benchmark`` writes ``results/benchmark.csv``; relative
     paths start at the project root), or FileNotFoundError saying how to make one."""
+    from .benchmark import read_results
     from .compare import read_benchmark
-    from .notebooks import resolve_path
+    from .notebooks import resolve_path, shown_path
     p = resolve_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no benchmark results at {p}: run the grid (`mdd benchmark`, or "
                                 "this notebook with run=True) or point results_csv at a results CSV")
+    head = pd.read_csv(p, nrows=0).columns
+    if "protocol" in head and "seed" in head:   # the grid's own rows: one per seed
+        return read_results(p).assign(source=shown_path(p))
     return read_benchmark(p)
 
 
