@@ -239,7 +239,11 @@ def step_batches(m: int, steps: int, batch: int | None, gen: torch.Generator) ->
     pool = torch.empty(0, dtype=torch.long)
     while len(out) < steps:
         if len(pool) < batch:
-            pool = torch.cat([pool, torch.randperm(m, generator=gen)])
+            # the leftovers of the last permutation are topped up with images they do
+            # not hold, so a batch never holds one image twice
+            fresh = torch.randperm(m, generator=gen)
+            seen = torch.isin(fresh, pool)
+            pool = torch.cat([pool, fresh[~seen], fresh[seen]])
         out.append(pool[:batch])
         pool = pool[batch:]
     return out
@@ -315,14 +319,18 @@ class RunLog:
     dropped first (they will be recomputed identically)."""
 
     def __init__(self, folder: Path, resume_from: int):
+        """``resume_from``: the checkpoint's iteration, -1 on a fresh start."""
         self.jsonl, self.csv = folder / "log.jsonl", folder / "log.csv"
         self.evals, self.dom = folder / "evals.jsonl", folder / "dom_events.jsonl"
         rows = [r for r in _read_jsonl(self.jsonl) if r["iteration"] < resume_from]
         with atomic_path(self.jsonl) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         _rows_to_csv(self.csv, rows)
-        for path in (self.evals, self.dom):
-            kept = [r for r in _read_jsonl(path) if r["iteration"] < resume_from]
+        # log and DOM rows carry the iteration they ran in (< the checkpoint's count); a
+        # val row carries the count it followed, and the checkpoint at k already holds
+        # eval k (its best images): that row is kept, not recomputed
+        for path, last in ((self.evals, resume_from), (self.dom, resume_from - 1)):
+            kept = [r for r in _read_jsonl(path) if r["iteration"] <= last]
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
@@ -482,15 +490,23 @@ class DistillRun:
         return match(self.student, self.images, self.labels, self.log_alpha, prob, self.augment,
                      self.mode, self.kernels)
 
-    def apply(self, res: MatchResult, rows: list[int] | None) -> None:
+    def apply(self, res: MatchResult, rows: list[int] | None, images: bool = True) -> None:
+        """One outer step: images (all, or only ``rows`` while DOM retrains them) and α
+        (frozen during a retrain); ``images=False`` moves α alone (a skipped loss)."""
         r = torch.tensor(rows, device=self.device) if rows is not None else None
-        self.opt_img.step(self.images, res.grad_images.to(self.device), r)
+        if images:
+            self.opt_img.step(self.images, res.grad_images.to(self.device), r)
         if rows is None:   # α is frozen while DOM retrains a few images
             self.opt_alpha.step(self.log_alpha, res.grad_log_alpha.to(self.device))
             # α = exp(log α) > 0 by construction; the bounds stop a runaway α from making
             # the unroll (and the evaluation, which trains with α) overflow, or underflow
             # to an α of exactly 0, whose gradient is 0 forever
-            self.log_alpha.clamp_(math.log(self.cfg.alpha_min), math.log(self.cfg.alpha_max))
+            lo, hi = math.log(self.cfg.alpha_min), math.log(self.cfg.alpha_max)
+            if not lo < float(self.log_alpha) < hi and self.opt_alpha.buf is not None:
+                # at a bound the momentum would keep winding up against the clamp and
+                # hold α there long after the gradient turned
+                self.opt_alpha.buf.zero_()
+            self.log_alpha.clamp_(lo, hi)
 
     def snapshot_good(self) -> dict:
         return {"images": self.images.clone(), "log_alpha": self.log_alpha.clone(),
@@ -617,7 +633,7 @@ class DistillRun:
         self.init_state()
         resumed = self.load_checkpoint()
         write_json(self.out / CONFIG, cfg.to_dict())
-        self.log = RunLog(self.out, self.iteration)
+        self.log = RunLog(self.out, self.iteration if resumed else -1)
         if not resumed:
             self.evaluate_val(0)    # logged for reference; a candidate only with select_init
             self.save_snapshot(0, None)
@@ -640,8 +656,12 @@ class DistillRun:
                 self.counters["nonfinite"] += 1
                 self.restore_good(good)
             elif cfg.skip_loss_above is not None and loss > cfg.skip_loss_above:
+                # the images skip this window; α still learns from it, or a loss above
+                # the bound from the first iteration would skip every update forever
                 skipped = True
                 self.counters["loss_skips"] += 1
+                self.apply(res, rows, images=False)
+                good = self.snapshot_good()
             else:
                 self.apply(res, rows)
                 if not (torch.isfinite(self.images).all() and torch.isfinite(self.log_alpha)):

@@ -206,7 +206,28 @@ def test_datm_style_loss_threshold_skips(env, tmp_path: Path) -> None:
     res = distill(cfg(env, tmp_path / "r", skip_loss_above=0.0, iterations=3, eval_every=0))
     assert res["counters"]["loss_skips"] == 3
     init = dm.load_snapshot(dm.list_snapshots(tmp_path / "r")[0][1])["x"]
-    assert np.array_equal(artifact_x(tmp_path / "r").numpy(), init)   # nothing was applied
+    assert np.array_equal(artifact_x(tmp_path / "r").numpy(), init)   # the images never moved
+    alphas = dm.read_log(tmp_path / "r")["alpha"].tolist()
+    assert len(set(alphas)) == 3 and alphas[0] != 0.01    # α still learns from skipped windows
+
+
+def test_alpha_momentum_does_not_wind_up_against_its_bound(env, tmp_path: Path, monkeypatch) -> None:
+    """α is pushed up for 3 iterations (clamped at alpha_max), then down: without the
+    reset its momentum would hold it at the bound; with it, α leaves at once."""
+    real = dm.DistillRun.compute
+    signs = iter([-10.0, -10.0, -10.0, 2.0, 2.0])   # × 50: up by 5 in log α, down by 1
+
+    def pushed(self, prob):
+        res = real(self, prob)
+        return MatchResult(res.loss, res.grad_images, torch.tensor(next(signs) * 50.0),
+                           res.start_distance, res.grad_alpha)
+
+    monkeypatch.setattr(dm.DistillRun, "compute", pushed)
+    distill(cfg(env, tmp_path / "r", iterations=5, eval_every=0, alpha_init=0.01, alpha_max=0.02,
+                lr_alpha=0.01))
+    alphas = dm.read_log(tmp_path / "r")["alpha"].tolist()
+    assert alphas[:3] == [pytest.approx(0.02)] * 3
+    assert alphas[3] < 0.02      # the first downward gradient moves it off the bound
 
 
 # ---------------------------------------------------------------- checkpoint / resume
@@ -360,6 +381,9 @@ def test_step_batches_cover_the_set_like_mtt_chunks() -> None:
     bs = dm.step_batches(6, 5, 4, torch.Generator().manual_seed(0))
     assert [len(b) for b in bs] == [4] * 5
     assert sorted(torch.cat(bs[:3])[:6].tolist()) == list(range(6))   # a permutation first
+    for m, batch in ((6, 4), (5, 3), (7, 6), (3, 2)):   # leftovers topped up without repeats
+        for b in dm.step_batches(m, 25, batch, torch.Generator().manual_seed(m)):
+            assert len(set(b.tolist())) == batch
 
 
 def test_noise_init_and_minibatches(env, tmp_path: Path) -> None:
