@@ -267,7 +267,32 @@ def gain_table(results: pd.DataFrame) -> pd.DataFrame:
     return seed_table(results)
 
 
-def _cli(args: argparse.Namespace) -> list[dict]:
+#: The comparisons a report shows: (a, b) → a − b paired over seeds.
+PAIRS = (("ptm+dom", "mtt"), ("ptm", "mtt"), ("ptm+dom", "ptm"), ("mtt", "random@mtt"),
+         ("ptm+dom", "random@ptm+dom"))
+
+
+def report_markdown(results: pd.DataFrame, pairs=PAIRS) -> str:
+    """The grid as Markdown: the seed table, then every paired comparison present."""
+    from .viz import markdown_table
+    parts = ["Per cell: mean ± std over distillation seeds of each seed's K-network test mean "
+             "(protocol v2, DESIGN.md §2).", "", markdown_table(seed_table(results)), ""]
+    tables = [paired_table(results, a, b) for a, b in pairs]
+    tables = [t for t in tables if not t.empty]
+    if tables:
+        parts += ["Paired differences over seeds (a − b; points; bootstrap 95 % CI in brackets, "
+                  "Student-t 95 % CI beside it):", "",
+                  markdown_table(pd.concat(tables, ignore_index=True)), ""]
+    return "\n".join(parts)
+
+
+def _cli(args: argparse.Namespace) -> list[dict] | None:
+    if args.report:
+        results = read_results(args.results)
+        md = report_markdown(results)
+        write_text(Path(args.results).with_suffix(".md"), md)
+        print(md)
+        return None
     cfg = GridConfig(flags=args.flags, ipcs=args.ipcs, methods=args.methods, seeds=args.seeds,
                      preset=args.preset, root=args.root, runs=args.runs, results=args.results,
                      device=args.device, controls=not args.no_controls)
@@ -286,6 +311,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=d.preset, choices=("smoke", "cpu", "paper"))
     p.add_argument("--runs", default=d.runs, help="folder for experts and distillation runs")
     p.add_argument("--results", default=d.results, help="results CSV (rows are added as cells finish)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print the results as Markdown (also written beside the CSV, .md)")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the random@<method> rows (the real subset at the learned α)")
     p.add_argument("--device", default="auto")
