@@ -8,7 +8,7 @@ PYTHON ?= python3
 MDD_DATA ?= $(if $(wildcard ../shared/medmnist/breastmnist.npz),../shared/medmnist,data)
 export MDD_DATA
 
-.PHONY: demo test env clean
+.PHONY: demo test env browser clean
 
 env: $(VENV)/.installed
 
@@ -23,8 +23,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: env
 	$(VENV)/bin/mdd demo
 
-test: env
+test: env browser
 	$(PY) -m pytest
+
+# tests/test_browser.py runs the notebooks in JupyterLab + headless Chromium through
+# Debian's chromium and chromium-driver (Selenium is told their paths: nothing is
+# downloaded at run time). Installed here when missing and we are root with apt-get
+# (about 30 s); elsewhere the browser test is skipped and says why.
+CHROMIUM_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(CHROMIUM_PACKAGES) for tests/test_browser.py (apt-get, log: $(VENV)/apt-chromium.log)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -q $(CHROMIUM_PACKAGES) || \
+	    { apt-get update -q && apt-get install -y -q $(CHROMIUM_PACKAGES); }; \
+	  } > $(VENV)/apt-chromium.log 2>&1 || \
+	  echo "could not install $(CHROMIUM_PACKAGES) (see $(VENV)/apt-chromium.log): tests/test_browser.py will be skipped"; \
+	else echo "no /usr/bin/chromium and not root with apt-get: tests/test_browser.py will be skipped"; fi
 
 clean:
 	rm -rf $(VENV)

@@ -10,7 +10,8 @@ from .data import DataError, MedMNIST, Normalization, check_root, load
 from .distill import DistillConfig, evaluate_distilled
 from .evaluate import EvalConfig, evaluate_set
 from .nets import ConvNet, ParamLayout
+from .privacy import audit   # the function: the module is mdd.privacy
 
 __all__ = ["ConvNet", "DataError", "DistillConfig", "EvalConfig", "MedMNIST", "Normalization",
-           "ParamLayout", "check_root", "evaluate_distilled", "evaluate_set", "load",
+           "ParamLayout", "audit", "check_root", "evaluate_distilled", "evaluate_set", "load",
            "load_distilled", "__version__"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import baselines, data as mdata
+from . import baselines, data as mdata, validate
 from .ceiling import CeilingConfig, full_ceiling
 from .evaluate import EvalConfig, evaluate_set, protocol
 from .nets import ARCHS
@@ -18,8 +18,10 @@ def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | 
     training set (§2 protocol). For ``full``, ``epochs=None`` chooses the epochs on val
     (:mod:`mdd.ceiling`); a number skips the search. ``threads``: torch threads (None:
     torch's default; 1 is faster for a random subset of a few images)."""
-    if kind not in ("random", "full"):
-        raise ValueError(f"kind must be 'random' or 'full', got {kind!r}")
+    # the flag first, then every number: one line naming the argument (mdd.validate)
+    validate.check_values({"flag": flag, "ipc": ipc, "kind": kind, "models": models,
+                           "epochs": epochs, "size": size, "seed": seed, "threads": threads,
+                           "lr": lr, "arch": arch}, validate.CLI["baseline"], skip_none=True)
     data = mdata.load(flag, size=size, root=root, download=download)
     cfg = EvalConfig(models=models, epochs=epochs or EvalConfig.epochs, seed=seed, device=device,
                      threads=threads, lr=lr, arch=arch)

@@ -3,14 +3,22 @@ ipywidgets front end (:func:`compare_widget`) that only wires them together.
 
 Saved results, read from one or more results folders (default ``results/``)::
 
-    results/benchmark.csv        long format, one row per (flag, size, ipc, method)
+    results/benchmark.csv        long format, one row per (flag, size, ipc, method, seed)
     results/baselines/*.json     each the JSON printed by ``mdd baseline``
                                  (method = its ``kind``: "random" or "full")
 
 ``benchmark.csv`` columns: ``flag, ipc, method, acc_mean, acc_std, auc_mean, auc_std``
 (required) and ``size, models, epochs, seed, lr, artifact`` (optional). ``artifact`` is
-the folder of a distilled set (relative paths are taken from the project root); the
-full-data row leaves ``ipc`` empty. :func:`upsert_benchmark` writes rows in this schema.
+the folder of a distilled set (relative paths are taken from the project root): for
+committed results a record under ``results/artifacts/`` (:mod:`mdd.records`), so that a
+fresh clone shows the images; a row whose artifact is not on this machine says "not
+saved". The full-data row leaves ``ipc`` empty. :func:`upsert_benchmark` writes rows in
+this schema (``mdd benchmark`` writes more columns, which are kept in the file and
+ignored here). A cell with several seeds is shown as the mean ± std over its seeds (one
+seed: ± the std over its test networks), beside the images of its first seed with a saved
+artifact; ``random@<method>`` (the same real subset trained at that method's learned α)
+shows the random subset's images. Tables show ACC in % and the gain over the random
+subset in signed points (``+13.3``, paired over shared seeds), as the README does.
 
 Every callback takes the loaded results table and returns figures or tables, so tests
 call them without a browser; with only baselines saved, the image panel shows the
@@ -34,15 +42,20 @@ from matplotlib.figure import Figure
 from . import baselines, data as mdata
 from .io import read_json, write_json, write_text
 from .notebooks import preset_sizes, resolve_path, shown_path
-from .viz import blank_figure, draw_image_grid, grid_size
+from .records import is_saved
+from .viz import blank_figure, draw_image_grid, grid_size, method_color
 
 BENCHMARK = "benchmark.csv"
 REQUIRED = ("flag", "ipc", "method", "acc_mean", "acc_std", "auc_mean", "auc_std")
 OPTIONAL = ("size", "models", "epochs", "seed", "lr", "artifact")
 COLUMNS = REQUIRED + OPTIONAL + ("source",)
-KEY = ["flag", "size", "ipc", "method"]
-#: Display order of known methods; others follow alphabetically.
-METHOD_ORDER = ("random", "mtt", "ptm", "ptm_dom", "ptm+dom", "full")
+KEY = ["flag", "size", "ipc", "method", "seed"]
+#: Display order of known methods (``random@m`` right after ``m``); others follow alphabetically.
+METHOD_ORDER = ("random", "mtt", "datm", "ptm", "ptm_dom", "ptm+dom", "full")
+#: The columns of :func:`accuracy_table` that the notebook and the widget show.
+SHOWN = ["method", "seeds", "ACC %", "AUC", "ΔACC vs random", "images"]
+#: What the ``images`` column says.
+SAVED, NOT_SAVED, RANDOM_IMAGES = "saved artifact", "not saved", "random real subset"
 
 
 # ---------------------------------------------------------------- reading results
@@ -60,6 +73,7 @@ def _normalize(df: pd.DataFrame, source: str) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in ("models", "epochs", "seed"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    df["seed"] = df["seed"].fillna(0)
     df["method"] = df["method"].astype(str)
     df["artifact"] = pd.Series([a if isinstance(a, str) and a.strip() else None
                                 for a in df["artifact"]], index=df.index, dtype=object)
@@ -117,14 +131,53 @@ def upsert_benchmark(rows: Sequence[dict] | pd.DataFrame,
     old = read_benchmark(path).drop(columns="source") if path.is_file() else new.iloc[:0]
     both = pd.concat([new, old], ignore_index=True) if not old.empty else new
     both = both.drop_duplicates(KEY, keep="first")
-    both = (both.assign(_rank=both["method"].map(lambda m: _method_rank(m)[0]))
-            .sort_values(["flag", "size", "ipc", "_rank", "method"]).drop(columns="_rank"))
+    both = (both.assign(_rank=both["method"].map(_method_rank))
+            .sort_values(["flag", "size", "ipc", "_rank", "seed"]).drop(columns="_rank"))
     write_text(path, both.to_csv(index=False))
     return both.reset_index(drop=True)
 
 
 def _method_rank(method: str) -> tuple:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+    """Sort key: METHOD_ORDER, ``random@m`` right after ``m``, unknown methods last."""
+    base, control = (method[len("random@"):], 1) if method.startswith("random@") else (method, 0)
+    known = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    return (known, "" if base in METHOD_ORDER else base, control, method)
+
+
+def cells(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (flag, size, ipc, method) of per-seed ``results``: ``acc_mean`` and
+    ``auc_mean`` the mean over seeds, ``acc_std``/``auc_std`` the std over seeds (ddof 1;
+    with one seed, that row's std over its test networks), ``seeds``, ``gain_points``
+    (ACC over ``random`` at the same ipc in points, paired over the seeds both have;
+    NaN without them), and ``seed``/``artifact`` of the seed whose images are shown (the
+    first with a saved artifact, else the first)."""
+    if results.empty:
+        return results.assign(seeds=pd.Series(dtype=int), gain_points=pd.Series(dtype=float))
+    rows = []
+    keys = ["flag", "size", "ipc", "method"]
+    by_seed = {k: g.sort_values("seed") for k, g in results.groupby(keys, dropna=False, sort=False)}
+    for (flag, size, ipc, method), g in by_seed.items():
+        row = g.iloc[0].to_dict()
+        saved = [i for i, a in enumerate(g["artifact"]) if is_saved(a)]
+        shown = g.iloc[saved[0] if saved else 0]
+        row.update(seed=shown["seed"], artifact=shown["artifact"], seeds=len(g))
+        for m in ("acc", "auc"):
+            v = g[f"{m}_mean"].astype(float)
+            row[f"{m}_mean"] = v.mean()
+            row[f"{m}_std"] = v.std(ddof=1) if len(g) > 1 else g[f"{m}_std"].iloc[0]
+        rand = by_seed.get((flag, size, ipc, "random"))
+        gain = math.nan
+        if rand is not None and method != "random":
+            r = dict(zip(rand["seed"], rand["acc_mean"].astype(float)))
+            d = [a - r[s] for s, a in zip(g["seed"], g["acc_mean"].astype(float)) if s in r]
+            gain = 100 * float(np.mean(d)) if d else math.nan
+        row["gain_points"] = gain
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["ipc"] = pd.to_numeric(out["ipc"], errors="coerce").astype("Int64")
+    out["artifact"] = pd.Series([a if isinstance(a, str) and a.strip() else None
+                                 for a in out["artifact"]], index=out.index, dtype=object)
+    return out
 
 
 # ---------------------------------------------------------------- choices
@@ -159,29 +212,74 @@ def select(results: pd.DataFrame, flag: str, ipc: int | None,
 
 def accuracy_table(results: pd.DataFrame, flag: str, ipc: int | None,
                    methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per method: mean ± std ACC and AUC, and the gain in ACC over the random
-    subset at the same ipc (NaN when no random row is saved)."""
-    sub = select(results, flag, ipc, methods)
-    rand = select(results, flag, ipc, ["random"])
+    """One row per method: ``ACC %`` (mean ± std in %, one decimal) and ``AUC`` as text,
+    the raw means and stds (fractions), the gain in ACC over the random subset at the same
+    ipc in points (``gain_points``, NaN when no random row is saved; shown signed in
+    ``ΔACC vs random``, empty for the random row itself), and ``images``: what the image
+    panel shows (``saved artifact``, ``not saved``, ``random real subset``; empty for
+    ``full``). :data:`SHOWN` are the columns to show."""
+    agg = cells(results)
+    sub = select(agg, flag, ipc, methods)
+    rand = select(agg, flag, ipc, ["random"])
     base = float(rand["acc_mean"].iloc[0]) if len(rand) else math.nan
+    # paired over seeds where the grid has them; the full-data row (no seeds of its own
+    # at this ipc) against the random subset's mean
+    gain = [100 * (a - base) if m == "full" else g
+            for m, a, g in zip(sub["method"], sub["acc_mean"].astype(float), sub["gain_points"])]
     return pd.DataFrame({
-        "flag": sub["flag"], "ipc": sub["ipc"], "method": sub["method"],
-        "acc": [_pm(m, s) for m, s in zip(sub["acc_mean"], sub["acc_std"])],
-        "auc": [_pm(m, s) for m, s in zip(sub["auc_mean"], sub["auc_std"])],
+        "flag": sub["flag"], "ipc": sub["ipc"], "method": sub["method"], "seeds": sub["seeds"],
+        "ACC %": [_pm(m, s, 100, 1) for m, s in zip(sub["acc_mean"], sub["acc_std"])],
+        "AUC": [_pm(m, s) for m, s in zip(sub["auc_mean"], sub["auc_std"])],
+        "ΔACC vs random": ["" if m == "random" else signed_points(g)
+                           for m, g in zip(sub["method"], gain)],
         "acc_mean": sub["acc_mean"], "acc_std": sub["acc_std"],
         "auc_mean": sub["auc_mean"], "auc_std": sub["auc_std"],
-        "gain_vs_random": sub["acc_mean"] - base,
+        "gain_points": gain,
         "models": sub["models"], "epochs": sub["epochs"],
-        "images": ["saved artifact" if a else ("random real subset" if m == "random" else "")
-                   for a, m in zip(sub["artifact"], sub["method"])],
-        "source": sub["source"],
+        "images": [images_note(m, a) for m, a in zip(sub["method"], sub["artifact"])],
+        "artifact": sub["artifact"], "source": sub["source"],
     })
 
 
-def _pm(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def overview(results: pd.DataFrame) -> pd.DataFrame:
+    """Every saved cell, readable: ``flag, ipc, method, seeds, ACC %, AUC, ΔACC vs random,
+    models, epochs, images, source`` (ipc ``all`` for the full-data row), in display order."""
+    parts = []
+    for flag in flag_options(results):
+        for ipc in ipc_options(results, flag) or [None]:
+            t = accuracy_table(results, flag, ipc)
+            parts.append(t[t["method"] != "full"])
+        full = accuracy_table(results, flag, None, ["full"])
+        parts.append(full.assign(**{"ΔACC vs random": ""}))
+    cols = ["flag", "ipc", "method", "seeds", "ACC %", "AUC", "ΔACC vs random", "models",
+            "epochs", "images", "source"]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)[cols]
+    out["ipc"] = [("all" if m == "full" else "") if pd.isna(i) else int(i)
+                  for i, m in zip(out["ipc"], out["method"])]
+    return out
+
+
+def images_note(method: str, artifact: str | None) -> str:
+    """The ``images`` column: ``saved artifact`` only when the artifact is on this machine."""
+    if is_saved(artifact):
+        return SAVED
+    if method == "random" or method.startswith("random@"):
+        return RANDOM_IMAGES
+    return "" if method == "full" else NOT_SAVED
+
+
+def signed_points(gain: float) -> str:
+    """A gain in points as the README writes it: ``+13.3``, ``-1.9``, ``+0.0``; "" for NaN."""
+    return "" if gain is None or pd.isna(gain) else f"{gain:+.1f}"
+
+
+def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 3) -> str:
+    if mean is None or pd.isna(mean):
         return ""
-    return f"{mean:.3f} ± {0.0 if pd.isna(std) else std:.3f}"
+    std = 0.0 if pd.isna(std) else std
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 # ---------------------------------------------------------------- images
@@ -216,48 +314,82 @@ def load_artifact(path: str | os.PathLike, data: mdata.MedMNIST) -> tuple[np.nda
 
 def panel_for(row: pd.Series, data: mdata.MedMNIST) -> Panel | None:
     """The images of one results row: its artifact when saved, the random real subset for
-    ``random`` (same seed as the baseline), nothing for ``full``, a note otherwise."""
+    ``random`` (same seed as the baseline), nothing for ``full``, a note otherwise: "not
+    saved" (naming the missing folder) or "artifact unreadable" (a damaged one)."""
     method, ipc = row["method"], row["ipc"]
     if method == "full":
         return None
-    if row.get("artifact"):
+    artifact = row.get("artifact")
+    if is_saved(artifact):
         try:
-            pixels, labels = load_artifact(row["artifact"], data)
-            return Panel(method, f"{method} (distilled)", pixels, labels)
+            pixels, labels = load_artifact(artifact, data)
+            seed = "" if pd.isna(row.get("seed")) else f", seed {int(row['seed'])}"
+            return Panel(method, f"{method} (distilled{seed})", pixels, labels)
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             return Panel(method, method, note=f"artifact unreadable:\n{e}")
-    if method == "random" and not pd.isna(ipc):
+    if (method == "random" or method.startswith("random@")) and not pd.isna(ipc):
         seed = 0 if pd.isna(row.get("seed")) else int(row["seed"])
         x, y, _ = baselines.random_subset(data, int(ipc), seed=seed)
-        return Panel(method, f"random real (seed {seed})", data.pixels(x), y.numpy())
-    return Panel(method, method, note="no distilled images saved")
+        return Panel(method, f"{method} real (seed {seed})", data.pixels(x), y.numpy())
+    if isinstance(artifact, str) and artifact.strip():
+        return Panel(method, method, note=f"distilled images {NOT_SAVED}:\n"
+                                          f"{_breakable(shown_path(artifact))}\nis not on this machine")
+    return Panel(method, method, note=f"distilled images {NOT_SAVED}\n(no artifact recorded)")
+
+
+def _breakable(path: str, width: int = 34) -> str:
+    """A long path over several lines, broken after ``/``."""
+    lines, line = [], ""
+    for part in path.split("/"):
+        piece = part if not line else f"/{part}"
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "/")
+            line = part
+        else:
+            line += piece
+    return "\n".join(lines + [line])
 
 
 # ---------------------------------------------------------------- the view
 def comparison_figure(panels: Sequence[Panel], table: pd.DataFrame, class_names: Sequence[str],
-                      title: str = "", per_class: int = 10, cell: float = 0.9,
-                      max_width: float = 24.0) -> Figure:
-    """Image grids (one per method) and the ACC bar chart, row by row, as many side by
-    side as fit in ``max_width`` inches (at ipc 10 two per row, at ipc 2 all in one)."""
+                      title: str = "", per_class: int = 10, cell: float = 0.55,
+                      max_width: float = 14.0) -> Figure:
+    """Image grids (one per method), as many side by side as fit in ``max_width`` inches
+    (at ipc 10 two per row, at ipc 2 all in one), then the ACC bar chart (in %) across
+    the bottom. Sized to be shown about 1:1 at 100 dpi (a notebook's output width), so
+    that its 10–12 pt labels stay legible there."""
     n = len(class_names)
-    widths = [grid_size(p.labels, n, per_class)[1] * cell + 1.2 if p.pixels is not None else 2.5
-              for p in panels] + [max(3.0, 0.9 * len(table) + 1.5)]
-    cols = max(1, min(len(widths), int(max_width // max(widths))))
-    rows = math.ceil(len(widths) / cols)
-    height = max(3.0, n * cell + 1.0)
-    fig = blank_figure((cols * max(widths), rows * height + (0.4 if title else 0)))
-    subs = fig.subfigures(rows, cols, squeeze=False).ravel()
-    for sf, p in zip(subs, panels):
-        if p.pixels is not None:
-            draw_image_grid(sf, p.pixels, p.labels, class_names, per_class, p.title)
-        else:
-            ax = sf.subplots()
-            ax.axis("off")
-            ax.text(0.5, 0.5, p.note, ha="center", va="center", fontsize=9, wrap=True)
-            sf.suptitle(p.title, fontsize=10)
-    _accuracy_axes(subs[len(panels)], table)
+    label_w = 1.5   # the class names left of each grid
+    widths = [grid_size(p.labels, n, per_class)[1] * cell + label_w if p.pixels is not None
+              else 3.2 for p in panels] or [3.2]
+    panel_w = max(widths)
+    cols = max(1, min(len(panels) or 1, int(max_width // panel_w)))
+    rows = math.ceil(len(panels) / cols) if panels else 0
+    panel_h = n * cell + 0.7
+    bars_h = 3.6
+    width = max(cols * panel_w, 7.0)
+    heights = [panel_h] * rows + [bars_h]
+    fig = blank_figure((width, sum(heights) + (0.5 if title else 0)))
+    strips = np.atleast_1d(fig.subfigures(len(heights), 1, height_ratios=heights))
+    for r in range(rows):
+        row_panels = list(panels[r * cols:(r + 1) * cols])
+        subs = np.atleast_1d(strips[r].subfigures(1, cols))
+        for sf, p in zip(subs, row_panels):
+            if p.pixels is not None:
+                draw_image_grid(sf, p.pixels, p.labels, class_names, per_class, p.title)
+            else:
+                ax = sf.subplots()
+                ax.axis("off")
+                ax.text(0.5, 0.5, p.note, ha="center", va="center", fontsize=10,
+                        color="#a00000", transform=ax.transAxes)
+                sf.suptitle(p.title, fontsize=12)
+    bars_w = min(width, max(5.0, 1.3 * len(table) + 2.0))
+    pad = (width - bars_w) / 2
+    bar_fig = (strips[-1] if pad < 0.1 else
+               strips[-1].subfigures(1, 3, width_ratios=[pad, bars_w, pad])[1])
+    _accuracy_axes(bar_fig, table)
     if title:
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(title, fontsize=14)
     return fig
 
 
@@ -266,15 +398,24 @@ def _accuracy_axes(container, table: pd.DataFrame) -> None:
     if table.empty:
         ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
         return
-    means = table["acc_mean"].astype(float).to_numpy()
-    stds = table["acc_std"].astype(float).fillna(0).to_numpy()
+    means = 100 * table["acc_mean"].astype(float).to_numpy()
+    stds = 100 * table["acc_std"].astype(float).fillna(0).to_numpy()
     x = np.arange(len(table))
-    bars = ax.bar(x, means, yerr=stds, capsize=4, color=[f"C{i}" for i in x])
-    ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize=8, padding=2)
-    ax.set_xticks(x, list(table["method"]), fontsize=8, rotation=30)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("test accuracy")
-    container.suptitle("accuracy (mean ± std)", fontsize=10)
+    methods = list(table["method"])
+    base = [m[len("random@"):] if m.startswith("random@") else m for m in methods]
+    bars = ax.bar(x, means, yerr=stds, capsize=4, width=0.6,
+                  color=[method_color(b, k) for k, b in enumerate(base)])
+    for b, m in zip(bars, methods):   # a control: its method's colour, hatched and paler
+        if m.startswith("random@"):
+            b.set_alpha(0.45)
+            b.set_hatch("//")
+    ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=11, padding=3)
+    ax.set_xticks(x, methods, fontsize=11)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test ACC %", fontsize=11)
+    ax.grid(alpha=0.3, axis="y")
+    container.suptitle("test accuracy, % (mean ± std)", fontsize=12)
 
 
 def compare_view(results: pd.DataFrame, flag: str, ipc: int | None,
@@ -286,9 +427,12 @@ def compare_view(results: pd.DataFrame, flag: str, ipc: int | None,
     if table.empty:
         raise ValueError(f"no saved results for {flag} at ipc={ipc} and methods={methods}; "
                          f"saved for {flag}: ipc {ipc_options(results, flag)}")
-    rows = select(results, flag, ipc, methods)
+    rows = select(cells(results), flag, ipc, methods)
     size = int(rows["size"].iloc[0])
     data = _load(flag, size, None if root is None else str(root))
+    # random@m trains random's subset: its images are the random panel's, shown once
+    shown = set(rows["method"])
+    rows = rows[[not (m.startswith("random@") and "random" in shown) for m in rows["method"]]]
     panels = [p for _, r in rows.iterrows() if (p := panel_for(r, data)) is not None]
     fig = comparison_figure(panels, table, data.class_names,
                             title=f"{flag}, ipc={ipc}", per_class=per_class)
@@ -364,8 +508,7 @@ def compare_widget(results: pd.DataFrame, root: str | os.PathLike | None = None,
             out.append_stdout(f"cannot show {flag_w.value} ipc={ipc_w.value}: {e}\n")
             return
         out.append_display_data(Image(data=figure_png(view["figure"]), format="png"))
-        out.append_display_data(view["table"][["method", "acc", "auc", "gain_vs_random",
-                                               "images"]])
+        out.append_display_data(view["table"][SHOWN])
 
     def changed(which: str):
         def handler(_change) -> None:

@@ -9,18 +9,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import baselines, data as mdata
+from . import baselines, data as mdata, validate
 from .distill import DistillConfig, PRESETS, distill
 from .evaluate import EvalConfig, evaluate_set
 from .experts import preset_recipe, train_experts
 from .io import read_json, write_json
+from .locks import folder_lock
 
 
 def run_demo(flag: str = "breastmnist", ipc: int = 2, method: str = "ptm+dom", preset: str = "cpu",
              out: str = "runs/demo", root: str | None = None, seed: int = 0,
              device: str = "auto", download: bool = True, progress: bool = True) -> dict:
-    """Run the main job; returns the comparison row (also written to ``out/demo.json``)."""
+    """Run the main job; returns the comparison row (also written to ``out/demo.json``).
+    One demo writes ``out`` at a time (a second is refused, :mod:`mdd.locks`)."""
+    validate.check_values({"flag": flag, "ipc": ipc, "method": method, "preset": preset,
+                           "seed": seed}, validate.CLI["demo"])
+    validate.check_device(device)
     out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "mdd demo"):
+        return _demo(flag, ipc, method, preset, out_dir, root, seed, device, download, progress)
+
+
+def _demo(flag: str, ipc: int, method: str, preset: str, out_dir: Path, root: str | None,
+          seed: int, device: str, download: bool, progress: bool) -> dict:
     summary_path = out_dir / "demo.json"
     data = mdata.load(flag, root=root, download=download)
     recipe, count = preset_recipe(preset)
@@ -60,7 +72,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: experts → PTM+DOM → evaluation vs random")
     p.add_argument("--flag", default="breastmnist")
     p.add_argument("--ipc", type=int, default=2)
-    p.add_argument("--method", default="ptm+dom")
+    p.add_argument("--method", default="ptm+dom", help="mtt | datm | ptm | ptm+dom")
     p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "paper"))
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)

@@ -53,6 +53,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        from .validate import eval_config
+        eval_config(self)   # models ≥ 1, epochs ≥ 1, lr > 0, …: one line naming the field
 
     def to_dict(self) -> dict:
         return asdict(self)

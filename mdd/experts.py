@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import contextlib
 import hashlib
 import json
 import platform
@@ -24,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,17 +31,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, validate
 from .alloc import tuned_malloc
 from .augment import Augment, AugmentConfig
 from .data import MedMNIST, Normalization, load, resolve_root
 from .evaluate import metrics, predict, resolve_device
-from .executors import Placement, job_threads, open_executor
+from .executors import Placement, available_cores, job_threads, open_executor
 from .io import atomic_path, read_json, write_json
+from .locks import folder_lock
 from .nets import ConvNet, ParamLayout, flatten_params
 
 MANIFEST = "manifest.json"
-LOCK = ".lock"
 FORMAT_VERSION = 1
 
 
@@ -58,6 +57,9 @@ class ExpertRecipe:
     width: int = 128
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fp16: bool = False
+
+    def __post_init__(self) -> None:
+        validate.expert_recipe(self)   # epochs ≥ 1, lr > 0, …: one line naming the field
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,23 +255,6 @@ def _resume_manifest(out: Path, fresh: dict) -> dict:
     return {**fresh, **old, "seed": fresh["seed"], "experts": kept}
 
 
-@contextlib.contextmanager
-def _folder_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` so two runs never write one folder at once."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; one run per folder is on the user
-        yield
-        return
-    with open(out / LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{out} is being written by another `mdd experts` run; "
-                             "wait for it or pick another --out") from None
-        yield
-
-
 # ---------------------------------------------------------------- one expert, anywhere
 @dataclass
 class ExpertJob:
@@ -344,10 +329,14 @@ def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe
     process per core (this process when one expert is left or on a GPU), ``workers=0``
     this process, ``workers=W`` W processes; ``scheduler="tcp://…"`` or ``client`` (a
     ``dask.distributed.Client``) a Dask cluster whose workers can read ``root``.
-    ``threads``: torch threads per local job (default cores // workers). ``tuned``:
+    ``threads``: torch threads per local job (default :func:`default_threads`). ``tuned``:
     glibc allocator tuning around training (:mod:`mdd.alloc`). ``on_expert(entry)`` is
     called after each expert is on disk. Returns the manifest.
     """
+    validate.check_flag(flag)
+    validate.check_values({"experts": experts, "size": size, "seed": seed, "threads": threads,
+                           "workers": workers}, validate.CLI["experts"], skip_none=True)
+    validate.check_device(device)
     recipe = recipe or ExpertRecipe()
     root = str(resolve_root(root).resolve())  # workers may start in another directory
     data = _load_cached(flag, size, root)
@@ -355,7 +344,9 @@ def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe
     out.mkdir(parents=True, exist_ok=True)
     if workers is None and resolve_device(device).type == "cuda":
         workers = 0  # one GPU: processes would only queue on it
-    with _folder_lock(out):
+    if threads is None and scheduler is None and client is None:
+        threads = default_threads(experts, workers)
+    with folder_lock(out, "mdd experts"):
         manifest = _resume_manifest(out, new_manifest(data, recipe, seed))
         for tmp in out.glob(".*.tmp"):  # half-written files of a killed run
             tmp.unlink()
@@ -373,6 +364,16 @@ def train_experts(flag: str, out: str | Path, experts: int, recipe: ExpertRecipe
             with bar:
                 _run_jobs(place, jobs, out, manifest, bar, on_expert)
     return manifest
+
+
+def default_threads(experts: int, workers: int | None) -> int:
+    """Torch threads per local job when none are asked for: the cores shared by the
+    workers a fresh run of ``experts`` experts would start. A function of the request,
+    not of how many experts are left, so a resumed run trains each expert with the
+    thread count (and so the bits) an uninterrupted one would have used."""
+    cores = available_cores()
+    slots = workers if workers is not None else min(cores, experts)
+    return max(1, cores // max(1, slots))
 
 
 def _run_jobs(place: Placement, jobs: list[ExpertJob], out: Path, manifest: dict,

@@ -208,6 +208,8 @@ def run_notebooks(out: str | os.PathLike = DEFAULT_OUT, preset: str = "smoke",
     Returns one dict per notebook (``notebook``, ``executed``, ``seconds``, ``ok``,
     ``error``); with ``stop_on_error`` the first failure raises RuntimeError instead.
     """
+    from . import validate
+    validate.check_values({"flag": flag, "preset": preset}, validate.CLI["notebooks"])
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

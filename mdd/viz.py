@@ -135,9 +135,9 @@ def draw_image_grid(container, pixels: np.ndarray, labels: Sequence[int],
         for j in range(ncols):
             _show(axes[c, j], pixels[idx[j]] if j < len(idx) else None)
         axes[c, 0].set_ylabel(_wrap(class_names[c]), rotation=0, ha="right", va="center",
-                              fontsize=8)
+                              fontsize=10)
     if title:
-        container.suptitle(title, fontsize=10)
+        container.suptitle(title, fontsize=12)
 
 
 def image_grid(pixels: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
@@ -213,8 +213,8 @@ def class_balance(counts: pd.DataFrame) -> Figure:
             n = [int(sub[(sub["split"] == split) & (sub["class"] == c)]["count"].sum())
                  for c in classes]
             bars = ax.bar(x + (k - (len(SPLITS) - 1) / 2) * width, n, width, label=split)
-            ax.bar_label(bars, fontsize=7)
-        ax.set_xticks(x, [_wrap(c, 14) for c in classes], fontsize=8)
+            ax.bar_label(bars, fontsize=9)
+        ax.set_xticks(x, [_wrap(c, 14) for c in classes], fontsize=9)
         ax.set_title(flag)
         ax.set_ylabel("images")
         ax.legend(fontsize=8)
@@ -350,10 +350,10 @@ def skips_figure(logs: pd.DataFrame, title: str = "") -> Figure:
         colors.append(c)
     x = np.arange(len(names))
     b = bar_ax.bar(x - 0.2, skipped, 0.4, color=colors, label="skipped")
-    bar_ax.bar_label(b, fontsize=7)
+    bar_ax.bar_label(b, fontsize=9)
     b = bar_ax.bar(x + 0.2, nonfinite, 0.4, color=colors, alpha=0.45, hatch="//", label="non-finite")
-    bar_ax.bar_label(b, fontsize=7)
-    bar_ax.set_xticks(x, names, fontsize=7)
+    bar_ax.bar_label(b, fontsize=9)
+    bar_ax.set_xticks(x, names, fontsize=8)
     bar_ax.set(ylabel="updates", title="totals per run")
     top = max([1] + skipped + nonfinite)
     for a in (ax, bar_ax):

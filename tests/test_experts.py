@@ -316,3 +316,30 @@ def test_dask_local_cluster(real_root: Path, tmp_path: Path, inline_reference: P
     assert ExpertSet(out).entries[2]["threads"] == max(1, available_cores() // 2)
     s = ExpertSet(out)
     assert len(s) == 3 and s.trajectory(2).shape == (2, s.layout.numel)
+
+
+def test_a_second_writer_of_the_folder_is_refused(tiny: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """The experts folder has one writer (mdd.locks, shared with distill and benchmark)."""
+    from mdd.locks import folder_lock
+    out = tmp_path / "experts"
+    with folder_lock(out, "mdd experts"):
+        with pytest.raises(ValueError, match=r"is being written by another run \(mdd experts, pid"):
+            _train(tiny, out, experts=1)
+        rc = main(["experts", "--flag", "breastmnist", "--preset", "smoke", "--out", str(out),
+                   "--root", str(tiny), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "being written" in err
+    assert not (out / MANIFEST).exists()
+    _train(tiny, out, experts=1)                   # released: the next run goes ahead
+    assert len(ExpertSet(out)) == 1
+
+
+def test_default_threads_do_not_depend_on_the_experts_left() -> None:
+    """A resumed run trains its experts with the threads a fresh one used: per job, the
+    cores over the workers a fresh run of all the experts would start."""
+    from mdd.experts import default_threads
+    cores = available_cores()
+    assert default_threads(4, None) == max(1, cores // min(cores, 4))
+    assert default_threads(1, None) == cores
+    assert default_threads(4, 0) == cores and default_threads(4, 2) == max(1, cores // 2)

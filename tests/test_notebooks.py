@@ -32,6 +32,9 @@ EXPECTED_FIGURES = {
     "05_benchmark_bars.png", "05_benchmark_lines.png",
     "06_compare_breastmnist_ipc10.png", "06_compare_breastmnist_ipc10.csv",
     "06_compare_breastmnist_ipc10.md",
+    "07_nearest_breastmnist_ipc2_ptm_dom.png", "07_dcr_breastmnist_ipc2_ptm_dom.png",
+    "07_roc_breastmnist_ipc2_ptm_dom.png", "07_privacy_breastmnist_ipc2_ptm_dom.csv",
+    "07_privacy_breastmnist_ipc2_ptm_dom.md", "07_summary_breastmnist_ipc2_ptm_dom.md",
 }
 
 
