@@ -12,20 +12,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import privacy_metrics as pm
-from .viz import new_figure
+from .viz import new_figure, show_image as _cell
 
 TARGET_COLORS = {"distilled": "#1f77b4", "random": "#d62728", "full": "#7f7f7f"}
 ROWS = (("syn", "synthetic"), ("init", "its init"), ("near_pixel", "nearest: pixel"),
         ("near_ssim", "nearest: SSIM"), ("near_feature", "nearest: feature"))
-
-
-def _cell(ax, img: np.ndarray | None) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
-    if img is not None:
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
 
 
 def nearest_pairs_figure(arrays: dict[str, np.ndarray], class_names: Sequence[str],

@@ -120,6 +120,10 @@ def _show(ax, img: np.ndarray | None) -> None:
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
 
 
+#: One image cell, for other figure modules (mdd.privacy_viz).
+show_image = _show
+
+
 def draw_image_grid(container, pixels: np.ndarray, labels: Sequence[int],
                     class_names: Sequence[str], per_class: int | None = None,
                     title: str = "") -> None:
