@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +141,10 @@ def _row(flag: str, size: int, ipc: int | None, method: str, seed: int, res: dic
             "artifact": res.get("artifact"), "protocol": 2}
 
 
+def _run_folder(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -> Path:
+    return Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}-s{seed}"
+
+
 def _distill_run(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -> dict:
     from .distill import DistillConfig, distill
     from .experts import preset_recipe, train_experts
@@ -153,7 +156,7 @@ def _distill_run(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -
     return distill(DistillConfig(flag=flag, ipc=ipc, method=method, preset=cfg.preset,
                                  experts=str(experts), seed=seed, root=cfg.root,
                                  device=cfg.device, progress=cfg.progress,
-                                 out=str(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}-s{seed}")))
+                                 out=str(_run_folder(cfg, flag, ipc, method, seed))))
 
 
 def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int = 0) -> dict:
@@ -167,7 +170,7 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int
         x, y, _ = baselines.random_subset(data, ipc, seed=seed)
         lr = None
         if "@" in method:   # the same subset, at the learned α of that method's run
-            lr = float(read_json(Path(cfg.runs) / f"{flag}-ipc{ipc}-{method[7:]}-s{seed}"
+            lr = float(read_json(_run_folder(cfg, flag, ipc, method.split("@", 1)[1], seed)
                                  / "result.json")["alpha"])
         res = {**evaluate_set(x, y, data, ec, lr=lr, progress=cfg.progress), "alpha": lr}
     else:
@@ -260,11 +263,6 @@ def cell_means(results: pd.DataFrame) -> pd.DataFrame:
     if not df.empty:
         df["ipc"] = pd.to_numeric(df["ipc"], errors="coerce").astype("Int64")
     return df
-
-
-def gain_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Kept for notebook 05: :func:`seed_table` of the results."""
-    return seed_table(results)
 
 
 #: The comparisons a report shows: (a, b) → a − b paired over seeds.

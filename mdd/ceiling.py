@@ -48,6 +48,9 @@ def choose_epochs(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None 
     """Run the val search; returns ``{"epochs", "steps", "candidates": [...]}``, each
     candidate with its steps, epochs, val acc/bacc/auc and seeds."""
     search = search or CeilingConfig()
+    if not 1 <= search.first_steps <= search.max_steps:
+        raise ValueError(f"the epoch search needs 1 ≤ first_steps ≤ max_steps, got "
+                         f"{search.first_steps} and {search.max_steps}")
     x, y = baselines.full(data)
     per_epoch = steps_per_epoch(len(y), cfg.batch_size)
     candidates: list[dict] = []
@@ -66,7 +69,6 @@ def choose_epochs(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None 
             break
         best = cand
         steps *= 2
-    assert best is not None
     return {"epochs": best["epochs"], "steps": best["steps"], "steps_per_epoch": per_epoch,
             "rule": f"double from {search.first_steps} SGD steps while val AUC gains > "
                     f"{search.min_gain}, at most {search.max_steps}; ties by balanced accuracy",

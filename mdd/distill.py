@@ -66,7 +66,7 @@ from .baselines import random_subset
 from .evaluate import EvalConfig, evaluate_set, protocol, resolve_device
 from .experts import ExpertSet, versions
 from .nets import ARCHS
-from .io import atomic_path, read_json, remove_partial_writes, write_json
+from .io import atomic_path, dumps, read_json, remove_partial_writes, strict, write_json
 from .locks import folder_lock
 from .matching import MatchProblem, MatchResult, Student, compile_kernels, match
 from .overlap import class_similarity, detect, embed, farthest_real
@@ -342,7 +342,7 @@ class RunLog:
 
     def event(self, path: Path, row: dict) -> None:
         with open(path, "a") as f:
-            f.write(json.dumps(_json_safe(row)) + "\n")
+            f.write(dumps(row) + "\n")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -598,7 +598,7 @@ class DistillRun:
             self.best_images = self.images.clone()
             self.best_log_alpha = self.log_alpha.clone()
         self.log.event(self.log.evals, row)
-        return _json_safe(row)
+        return strict(row)
 
     def selection_key(self, row: dict) -> tuple[float, float]:
         """What a val evaluation is ranked by: AUC, ties by balanced accuracy (the
@@ -777,28 +777,18 @@ class DistillRun:
                    "counters": self.counters, "distill_seconds": round(self.elapsed, 2),
                    "mode": self.mode, "out": str(self.out),
                    "artifact": str(self.out / ARTIFACT_DIR)}
-        write_json(self.out / RESULT, _json_safe(summary))
-        return _json_safe(summary)
+        summary = strict(summary)
+        write_json(self.out / RESULT, summary)
+        return summary
 
 
 #: The metric fields every result carries (mean ± std over the K networks).
 METRIC_FIELDS = ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean", "auc_std")
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN and ±inf → None, recursively: result files are strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _result_fields(r: dict, models: int, epochs: int) -> dict:
     keep = ("iteration", *METRIC_FIELDS, "accs", "baccs", "aucs", "val_seeds", "test_seeds")
-    return _json_safe({**{k: r[k] for k in keep if k in r}, "models": models, "epochs": epochs})
+    return strict({**{k: r[k] for k in keep if k in r}, "models": models, "epochs": epochs})
 
 
 def _diff(a: dict, b: dict) -> str:
@@ -894,11 +884,11 @@ def evaluate_distilled(path: str | os.PathLike, models: int = 5, epochs: int = 3
     if not np.allclose(np.array(got.mean + got.std), np.array(want.mean + want.std), atol=1e-5):
         raise ValueError(f"the distilled set was normalized with {got}, but {data.path} gives {want}")
     if seed is None:
-        seed = int(ds.manifest.get("seed", ds.manifest.get("info", {}).get("seed", 0)) or 0)
+        seed = int(ds.manifest.get("seed", 0))
     cfg = EvalConfig(models=models, epochs=epochs, seed=seed, device=device, threads=threads,
                      arch=arch)
     res = evaluate_set(ds.x, ds.y, data, cfg, lr=ds.lr, split=split, progress=progress)
-    return _json_safe({"flag": ds.flag, "size": ds.size, "ipc": ds.ipc, "kind": "distilled",
+    return strict({"flag": ds.flag, "size": ds.size, "ipc": ds.ipc, "kind": "distilled",
                        "method": ds.method, "seed": seed, "distilled": str(ds.path), **res,
                        "protocol": protocol(cfg)})
 
