@@ -27,6 +27,7 @@ import torch
 
 from .data import Normalization
 from .io import atomic_path, read_json, write_json
+from .pixels import to_pixels  # noqa: F401  (also offered here, beside the artifact)
 
 NPZ, MANIFEST, GRID = "distilled.npz", "manifest.json", "grid.png"
 ARTIFACT_DIR = "distilled"   # inside a run folder
@@ -60,13 +61,6 @@ class DistilledSet:
 
     def dataset(self) -> torch.utils.data.TensorDataset:
         return torch.utils.data.TensorDataset(self.x, self.y)
-
-
-def to_pixels(x: torch.Tensor, norm: Normalization) -> np.ndarray:
-    """Normalized N×C×H×W → MedMNIST-style uint8 N×H×W (grey) or N×H×W×C."""
-    p = norm.denormalize(x.detach().cpu().float()).clamp(0, 1)
-    u8 = (p * 255).round().to(torch.uint8).numpy()
-    return u8[:, 0] if u8.shape[1] == 1 else u8.transpose(0, 2, 3, 1)
 
 
 def sha256(path: str | os.PathLike) -> str:

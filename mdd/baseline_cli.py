@@ -6,7 +6,6 @@ import argparse
 from . import baselines, data as mdata, validate
 from .ceiling import CeilingConfig, full_ceiling
 from .evaluate import EvalConfig, evaluate_set, protocol
-from .nets import ARCHS
 
 
 def run_baseline(flag: str, ipc: int, kind: str, models: int = 5, epochs: int | None = None,
@@ -41,27 +40,3 @@ def _baseline(args: argparse.Namespace) -> dict:
                         root=args.root, size=args.size, seed=args.seed, device=args.device,
                         download=args.download, threads=args.threads, lr=args.lr, arch=args.arch,
                         search=CeilingConfig(first_steps=args.first_steps, max_steps=args.max_steps))
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_common
-    p = sub.add_parser("baseline", help="evaluate a random real subset or the full training set")
-    p.add_argument("--flag", required=True)
-    p.add_argument("--ipc", type=int, default=10, help="images per class (random subset)")
-    p.add_argument("--kind", choices=("random", "full"), default="random")
-    p.add_argument("--models", type=int, default=5, help="K fresh networks")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"training epochs (default {EvalConfig.epochs}; for full: chosen on val)")
-    p.add_argument("--lr", type=float, default=None, help="training lr (default 0.01)")
-    p.add_argument("--arch", choices=ARCHS, default="convnet", help="evaluation network")
-    p.add_argument("--first-steps", type=int, default=CeilingConfig.first_steps,
-                   help="full: the epoch search's first candidate, in SGD steps")
-    p.add_argument("--max-steps", type=int, default=CeilingConfig.max_steps,
-                   help="full: the epoch search's last candidate, in SGD steps")
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (1 is fastest for a few images on a busy 2-core machine)")
-    add_common(p, download=True)
-    p.set_defaults(handler=_baseline)

@@ -77,7 +77,7 @@ class GridConfig:
 
 
 def _eval_config(preset: str, seed: int, device: str) -> EvalConfig:
-    from .distill import PRESETS
+    from .distill_config import PRESETS
     p = PRESETS[preset]
     # the preset's threads (cpu: 1) suit a few images
     return EvalConfig(models=p["test_models"], epochs=p["test_epochs"], seed=seed, device=device,
@@ -295,24 +295,3 @@ def _cli(args: argparse.Namespace) -> list[dict] | None:
                      preset=args.preset, root=args.root, runs=args.runs, results=args.results,
                      device=args.device, controls=not args.no_controls)
     return seed_table(run_grid(cfg)).to_dict("records")
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_common
-    d = GridConfig()
-    p = sub.add_parser("benchmark", help="run (resumably) the modality × ipc × method × seed grid")
-    p.add_argument("--flags", nargs="+", default=d.flags)
-    p.add_argument("--ipcs", nargs="+", type=int, default=d.ipcs)
-    p.add_argument("--methods", nargs="+", default=d.methods, choices=METHODS)
-    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds,
-                   help="distillation seeds (each fixes the initial real subset)")
-    p.add_argument("--preset", default=d.preset, choices=("smoke", "cpu", "paper"))
-    p.add_argument("--runs", default=d.runs, help="folder for experts and distillation runs")
-    p.add_argument("--results", default=d.results, help="results CSV (rows are added as cells finish)")
-    p.add_argument("--report", action="store_true",
-                   help="run nothing: print the results as Markdown (also written beside the CSV, .md)")
-    p.add_argument("--no-controls", action="store_true",
-                   help="skip the random@<method> rows (the real subset at the learned α)")
-    p.add_argument("--device", default="auto")
-    add_common(p)
-    p.set_defaults(handler=_cli)

@@ -1,7 +1,8 @@
 """``mdd`` command line. JSON on stdout for machines; ``--format table`` for people.
 
-Subcommands live beside the code they drive: a module listed in ``COMMAND_MODULES``
-that defines ``register_cli(subparsers)`` adds its own.
+Every subcommand's options are defined in :mod:`mdd.commands` (one function each, whose
+handler is a function of the module that does the work); this module builds the parser
+from it, runs the handler and prints the result.
 
 Every failure a user can fix is one line on stderr and exit status 2, before anything is
 written when it is about the arguments (:mod:`mdd.validate`): a bad option value, an
@@ -13,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import sys
 from typing import Any, Callable
 
+from .commands import add_common, register_all  # noqa: F401  (add_common: for callers of mdd.cli)
 from .data import DataError
 from .io import dumps
 from .locks import FolderBusy
 from .validate import ArgumentError, check_namespace
-
-COMMAND_MODULES = ("mdd.data_cli", "mdd.baseline_cli", "mdd.experts", "mdd.distill", "mdd.notebooks",
-                   "mdd.benchmark", "mdd.demo", "mdd.privacy")
 
 
 #: Commands whose re-run resumes (the message after Ctrl-C says so).
@@ -60,18 +58,6 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def add_common(p: argparse.ArgumentParser, root: bool = True, download: bool = False) -> None:
-    """Options every subcommand shares (``download``: also offer --download)."""
-    p.add_argument("--format", choices=("json", "table"), default="json",
-                   help="JSON for machines (default) or a readable table")
-    if root:
-        p.add_argument("--root", default=None,
-                       help="MedMNIST folder (default: $MDD_DATA, else ./data)")
-    if download:
-        p.add_argument("--download", action="store_true",
-                       help="fetch a missing MedMNIST file (needs internet), md5-verified")
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``mdd distill: error: argument --ipc: invalid int
     value: 'x' (see mdd distill --help)``, exit status 2, no usage block."""
@@ -83,15 +69,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mdd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        if hasattr(module, "register_cli"):
-            module.register_cli(sub)
+    register_all(sub)   # mdd.commands: imports every command module
     return parser
 
 

@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 
 from . import baselines, data as mdata
 from .io import read_json, write_json, write_text
+from .methods import method_rank
 from .notebooks import preset_sizes, resolve_path, shown_path
 from .records import is_saved
 from .viz import blank_figure, draw_image_grid, grid_size, method_color
@@ -50,8 +51,6 @@ REQUIRED = ("flag", "ipc", "method", "acc_mean", "acc_std", "auc_mean", "auc_std
 OPTIONAL = ("size", "models", "epochs", "seed", "lr", "artifact")
 COLUMNS = REQUIRED + OPTIONAL + ("source",)
 KEY = ["flag", "size", "ipc", "method", "seed"]
-#: Display order of known methods (``random@m`` right after ``m``); others follow alphabetically.
-METHOD_ORDER = ("random", "mtt", "datm", "ptm", "ptm_dom", "ptm+dom", "full")
 #: The columns of :func:`accuracy_table` that the notebook and the widget show.
 SHOWN = ["method", "seeds", "ACC %", "AUC", "ΔACC vs random", "images"]
 #: What the ``images`` column says.
@@ -131,17 +130,10 @@ def upsert_benchmark(rows: Sequence[dict] | pd.DataFrame,
     old = read_benchmark(path).drop(columns="source") if path.is_file() else new.iloc[:0]
     both = pd.concat([new, old], ignore_index=True) if not old.empty else new
     both = both.drop_duplicates(KEY, keep="first")
-    both = (both.assign(_rank=both["method"].map(_method_rank))
+    both = (both.assign(_rank=both["method"].map(method_rank))
             .sort_values(["flag", "size", "ipc", "_rank", "seed"]).drop(columns="_rank"))
     write_text(path, both.to_csv(index=False))
     return both.reset_index(drop=True)
-
-
-def _method_rank(method: str) -> tuple:
-    """Sort key: METHOD_ORDER, ``random@m`` right after ``m``, unknown methods last."""
-    base, control = (method[len("random@"):], 1) if method.startswith("random@") else (method, 0)
-    known = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
-    return (known, "" if base in METHOD_ORDER else base, control, method)
 
 
 def cells(results: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +187,7 @@ def ipc_options(results: pd.DataFrame, flag: str) -> list[int]:
 def method_options(results: pd.DataFrame, flag: str, ipc: int | None) -> list[str]:
     """Methods saved for ``flag`` at ``ipc``, plus ``full`` when saved for ``flag``."""
     sub = select(results, flag, ipc)
-    return sorted(sub["method"].unique(), key=_method_rank)
+    return sorted(sub["method"].unique(), key=method_rank)
 
 
 def select(results: pd.DataFrame, flag: str, ipc: int | None,
@@ -206,7 +198,7 @@ def select(results: pd.DataFrame, flag: str, ipc: int | None,
     if methods is not None:
         keep &= results["method"].isin(list(methods))
     sub = results[keep]
-    order = sorted(range(len(sub)), key=lambda i: _method_rank(sub["method"].iloc[i]))
+    order = sorted(range(len(sub)), key=lambda i: method_rank(sub["method"].iloc[i]))
     return sub.iloc[order].reset_index(drop=True)
 
 

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 
 from . import baselines, data as mdata, validate
-from .distill import DistillConfig, PRESETS, distill
+from .distill import distill
+from .distill_config import DistillConfig, PRESETS
 from .evaluate import EvalConfig, evaluate_set
 from .experts import preset_recipe, train_experts
 from .io import read_json, write_json
@@ -65,17 +66,3 @@ def _demo(flag: str, ipc: int, method: str, preset: str, out_dir: Path, root: st
 def _cli(args: argparse.Namespace) -> dict:
     return run_demo(flag=args.flag, ipc=args.ipc, method=args.method, preset=args.preset,
                     out=args.out, root=args.root, seed=args.seed, device=args.device)
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_common
-    p = sub.add_parser("demo", help="the main job: experts → PTM+DOM → evaluation vs random")
-    p.add_argument("--flag", default="breastmnist")
-    p.add_argument("--ipc", type=int, default=2)
-    p.add_argument("--method", default="ptm+dom", help="mtt | datm | ptm | ptm+dom")
-    p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "paper"))
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    add_common(p)
-    p.set_defaults(handler=_cli, format="table")

@@ -107,7 +107,8 @@ def load_logs(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     """Per-iteration logs of ``runs`` (rows with method, seed, run) as one long table:
     method, seed, then :data:`mdd.distill.LOG_FIELDS`, numeric columns as floats (a
     non-finite loss logged as null becomes NaN)."""
-    from .distill import LOG_FIELDS, read_log
+    from .distill_config import LOG_FIELDS
+    from .run_folder import read_log
     parts = []
     for r in _runs_of(runs):
         log = read_log(r["run"])
@@ -135,7 +136,7 @@ def _numeric(log: pd.DataFrame) -> pd.DataFrame:
 
 def load_evals(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     """Every val evaluation of ``runs``: method, seed, iteration, alpha, acc/auc mean, std."""
-    from .distill import read_evals
+    from .run_folder import read_evals
     cols = ["method", "seed", "iteration", "alpha", "acc_mean", "acc_std", "auc_mean", "auc_std"]
     rows = [{"method": r["method"], "seed": int(r["seed"]), **{k: e.get(k) for k in cols[2:]}}
             for r in _runs_of(runs) for e in read_evals(r["run"])]
@@ -294,7 +295,7 @@ def stability_table(per_run: pd.DataFrame, logs: pd.DataFrame | None = None) -> 
 # ====================================================================== similarity, DOM
 def similarity_snapshots(run: str | os.PathLike) -> list[tuple[int, dict[int, np.ndarray]]]:
     """(iteration, {class: within-class cosine matrix}) of every snapshot that logged them."""
-    from .distill import list_snapshots, load_snapshot
+    from .run_folder import list_snapshots, load_snapshot
     out = []
     for it, path in list_snapshots(run):
         snap = load_snapshot(path)
@@ -337,7 +338,7 @@ def dom_events_table(run: str | os.PathLike) -> pd.DataFrame:
     """One row per DOM check of a run: iteration, reason, stage, target, tau,
     overlap_ratio, mean_similarity, max_similarity (from the event's matrices),
     overlapping pairs, replaced (count) and which set indices ← which train indices."""
-    from .distill import load_dom_event, read_dom_events
+    from .run_folder import load_dom_event, read_dom_events
     rows = []
     for e in read_dom_events(run):
         arrays = load_dom_event(run, e)
@@ -361,7 +362,7 @@ def similarity_panels(runs: pd.DataFrame | Iterable[dict], experts: Any = None,
     that logged similarity matrices. A run whose snapshots have none gets them
     recomputed from its last snapshot's images with ``experts``' last epoch
     (:func:`class_similarity_matrices`)."""
-    from .distill import list_snapshots, load_snapshot
+    from .run_folder import list_snapshots, load_snapshot
     panels = []
     for r in _runs_of(runs):
         snaps = similarity_snapshots(r["run"])
@@ -423,7 +424,7 @@ def dom_replacements(run: str | os.PathLike) -> list[dict]:
     """Every image a DOM check replaced, in order: iteration, index (in the set), label,
     real_index (train image it was re-seeded from), before and after (normalized
     C×H×W), and final (the same index in the run's last snapshot, None without one)."""
-    from .distill import list_snapshots, load_dom_event, load_snapshot, read_dom_events
+    from .run_folder import list_snapshots, load_dom_event, load_snapshot, read_dom_events
     snaps = list_snapshots(run)
     final = load_snapshot(snaps[-1][1])["x"] if snaps else None
     out = []
@@ -442,7 +443,7 @@ def dom_replacements(run: str | os.PathLike) -> list[dict]:
 def snapshot_series(run: str | os.PathLike, max_snapshots: int | None = 6) -> tuple[list[int], np.ndarray, np.ndarray]:
     """(iterations, x T×N×C×H×W normalized, y N) of up to ``max_snapshots`` snapshots,
     evenly spaced, always the first and the last."""
-    from .distill import list_snapshots, load_snapshot
+    from .run_folder import list_snapshots, load_snapshot
     snaps = list_snapshots(run)
     if not snaps:
         raise FileNotFoundError(f"no snapshots in {run}/snapshots")
@@ -459,7 +460,7 @@ def init_indices(run: str | os.PathLike, data) -> np.ndarray:
     """Train index each synthetic image started from: the seeded random subset of the
     run's config (``init="real"``), updated by DOM re-seeds in order; -1 for noise init."""
     from .baselines import random_subset
-    from .distill import read_dom_events
+    from .run_folder import read_dom_events
     from .io import read_json
     cfg = read_json(Path(run) / "config.json")
     if cfg.get("init", "real") != "real":
@@ -542,8 +543,9 @@ def image_panels(runs: pd.DataFrame | Iterable[dict], data, init: bool = True
     first run started from (its snapshot at iteration 0), then each run's distilled set
     (the val-selected images of its artifact) titled with method, selected iteration
     and test accuracy."""
-    from .artifact import load_distilled, to_pixels
-    from .distill import list_snapshots, load_snapshot
+    from .artifact import load_distilled
+    from .pixels import to_pixels
+    from .run_folder import list_snapshots, load_snapshot
     from .io import read_json
     runs = _runs_of(runs)
     panels = []
@@ -565,7 +567,7 @@ def evolution_series(runs: pd.DataFrame | Iterable[dict], norm, max_snapshots: i
                      ) -> list[tuple[str, list[int], np.ndarray, np.ndarray]]:
     """Per run ``(method, iterations, uint8 pixels T×N×H×W[×3], labels)`` from up to
     ``max_snapshots`` snapshots (:func:`snapshot_series`)."""
-    from .artifact import to_pixels
+    from .pixels import to_pixels
     out = []
     for r in _runs_of(runs):
         its, x, y = snapshot_series(r["run"], max_snapshots)

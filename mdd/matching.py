@@ -32,6 +32,10 @@ Two ways to get ∂L/∂X and ∂L/∂log α, with the same numbers:
     of the network (:meth:`Student.tangent_loss`) differentiated once — first-order
     autograd that torch.compile can fuse (it refuses the double backward) — with the
     forward pass's ReLU masks, so both passes take the same branch at every activation.
+
+Soft labels (DATM, ICLR 2024): ``labels`` may be M×K learnable label logits L instead of
+M class indices; each step's CE then has the target softmax(L[b_n]), and both modes also
+return ∂L/∂L (the adjoint adds −α ∂s_n/∂L[b_n] at every step).
 """
 from __future__ import annotations
 
@@ -96,6 +100,26 @@ class Student:
                                                  self.eps)), 2)
         return a.flatten(1)
 
+    def features(self, flat: torch.Tensor, x: torch.Tensor, space: str) -> torch.Tensor:
+        """Features N×D of images x N×C×H×W at parameters ``flat`` (P), in one of two spaces.
+
+        ``pooled``: :meth:`embed` (post-ReLU, avg-pooled penultimate features, all ≥ 0).
+        ``preact``: the last block's group-norm output *before* its ReLU, avg-pooled 2×2
+        like the block's own pooling — same D, but signed, so cosines are not squashed
+        toward 1 the way non-negative features' are (DESIGN.md §1.3).
+        """
+        if space == "pooled":
+            return self.embed(flat, x)
+        if space != "preact":
+            raise ValueError(f"space must be 'pooled' or 'preact', got {space!r}")
+        p = self.views(flat)
+        a = x
+        for l in range(self.depth):
+            w, b, g, be = p[4 * l:4 * l + 4]
+            a = F.group_norm(F.conv2d(a, w, b, padding=1), w.shape[0], g, be, self.eps)
+            a = F.avg_pool2d(a if l == self.depth - 1 else F.relu(a), 2)
+        return a.flatten(1)
+
     def loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
              masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         return F.cross_entropy(self.forward(flat, x, masks), y)
@@ -103,6 +127,8 @@ class Student:
     def tangent_loss(self, flat: torch.Tensor, v: torch.Tensor, x: torch.Tensor,
                      y: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``∇_θ CE(f(θ, x), y) · v`` computed forward-mode, by hand (P, P, N×C×H×W, N → scalar).
+
+        ``y`` is N int64 class indices, or N×K target probabilities (soft labels).
 
         Differentiating this once w.r.t. (θ, x) gives what the double backward gives,
         with first-order autograd only (so torch.compile can fuse it). ``masks`` (one
@@ -134,7 +160,13 @@ class Student:
         dlogits = F.linear(h, dp[-2], dp[-1]) + F.linear(dh, p[-2])
         # d CE = mean_i (softmax_i − onehot(y_i)) · dlogits_i. One-hot, not gather: inductor
         # (torch 2.13, CPU) differentiates gather with a runtime index wrongly here.
-        onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        # Soft targets (y float N×K, rows of probabilities) take the place of the one-hot;
+        # the formula assumes rows summing to 1, so their gradient is only right along
+        # the simplex, which is all that reaches label logits through a softmax.
+        if y.is_floating_point():
+            onehot = y.to(logits.dtype)
+        else:
+            onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
         return ((logits.softmax(1) - onehot) * dlogits).sum(1).mean()
 
 
@@ -166,10 +198,12 @@ class MatchResult:
     grad_log_alpha: torch.Tensor    # scalar
     start_distance: float           # ||θ*_start − θ*_target||²
     grad_alpha: torch.Tensor = field(default=None)  # ∂L/∂α, scalar
+    grad_labels: torch.Tensor | None = field(default=None)  # M×K like soft labels; None if hard
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.loss) and torch.isfinite(self.grad_log_alpha)
-                    and torch.isfinite(self.grad_images).all())
+                    and torch.isfinite(self.grad_images).all()
+                    and (self.grad_labels is None or torch.isfinite(self.grad_labels).all()))
 
 
 Augmenter = Callable[..., torch.Tensor]
@@ -190,14 +224,20 @@ def match(student: Student, images: torch.Tensor, labels: torch.Tensor, log_alph
           compiled: "CompiledKernels | None" = None) -> MatchResult:
     """Loss and gradients of one matching problem.
 
-    images M×C×H×W (normalized, the synthetic set), labels M (int64), log_alpha a
-    scalar (α = exp(log α) > 0 always). Nothing is accumulated into ``.grad``; the
-    caller decides whether to apply the result (the NaN guard needs that choice).
+    images M×C×H×W (normalized, the synthetic set), log_alpha a scalar (α = exp(log α)
+    > 0 always). labels are either M int64 class indices (hard cross-entropy) or M×K
+    float label logits L (DATM's learnable soft labels): each step's loss is then
+    ``−(softmax(L[b]) · log_softmax(f(θ, x_b))).sum(1).mean()`` and the result carries
+    ``grad_labels`` = ∂L/∂L (M×K, labels' dtype). Nothing is accumulated into ``.grad``;
+    the caller decides whether to apply the result (the NaN guard needs that choice).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if prob.steps < 1:
         raise ValueError("a matching problem needs at least one unrolled step")
+    if labels.is_floating_point() and (labels.dim() != 2 or labels.shape[0] != images.shape[0]):
+        raise ValueError(f"soft labels must be M×K label logits with M={images.shape[0]}, "
+                         f"got shape {tuple(labels.shape)}")
     if mode == "unrolled":
         return _match_unrolled(student, images, labels, log_alpha, prob, augment)
     return _match_adjoint(student, images, labels, log_alpha, prob, augment, compiled)
@@ -211,15 +251,29 @@ def _match_unrolled(student: Student, images: torch.Tensor, labels: torch.Tensor
     la = log_alpha.detach().requires_grad_(True)
     alpha = la.exp()
     start, target = prob.start.detach(), prob.target.detach()
+    soft = labels.is_floating_point()
+    lab = labels.detach().to(images.dtype).requires_grad_(True) if soft else labels
     theta = start.clone().requires_grad_(True)
     for xa, idx in zip(_augmented_batches(x, prob, augment), prob.batches):
-        ce = student.loss(theta, xa, labels[idx])
+        ce = student.loss(theta, xa, _targets(lab, idx))
         (g,) = torch.autograd.grad(ce, theta, create_graph=True)
         theta = theta - alpha * g
     denom = (start - target).pow(2).sum()
     loss = (theta - target).pow(2).sum() / denom
-    gx, gla = torch.autograd.grad(loss, (x, la))
-    return MatchResult(loss.detach(), gx, gla, float(denom), grad_alpha=gla / alpha.detach())
+    if not soft:
+        gx, gla = torch.autograd.grad(loss, (x, la))
+        return MatchResult(loss.detach(), gx, gla, float(denom), grad_alpha=gla / alpha.detach())
+    gx, gla, gl = torch.autograd.grad(loss, (x, la, lab))
+    return MatchResult(loss.detach(), gx, gla, float(denom), grad_alpha=gla / alpha.detach(),
+                       grad_labels=gl.to(labels.dtype))
+
+
+def _targets(labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One step's CE target: class indices (b) for hard labels, softmax(L[b]) (b×K) for
+    soft ones. Both modes build the target with this same op, so their forward passes
+    (and hence their trajectories) agree bit for bit with soft labels too."""
+    y = labels[idx]
+    return y.softmax(1) if y.is_floating_point() else y
 
 
 def _match_adjoint(student: Student, images: torch.Tensor, labels: torch.Tensor,
@@ -228,13 +282,18 @@ def _match_adjoint(student: Student, images: torch.Tensor, labels: torch.Tensor,
     x = images.detach().requires_grad_(True)
     alpha = log_alpha.detach().exp()
     start, target = prob.start.detach(), prob.target.detach()
-    ys = [labels[idx] for idx in prob.batches]
+    soft = labels.is_floating_point()
+    lab = labels.detach().to(images.dtype) if soft else labels
+    # ys: what the reverse step differentiates (class indices, or the batch's label
+    # logits b×K); targets: what the forward step trains on (indices, or softmax(L[b])).
+    ys = [lab[idx] for idx in prob.batches]
+    targets = [_targets(lab, idx) for idx in prob.batches]
     # Augmentation graphs are small (a few image-sized tensors per step): keep them and
     # push all the image gradients through them in one backward at the end.
     xas = _augmented_batches(x, prob, augment)
 
     thetas, masks = [start], []
-    for xa, y in zip(xas, ys):
+    for xa, y in zip(xas, targets):
         step_masks: list[torch.Tensor] | None = [] if compiled is not None else None
         g = _grad_exact(student, thetas[-1], xa.detach(), y, step_masks)
         masks.append(step_masks)
@@ -246,21 +305,28 @@ def _match_adjoint(student: Student, images: torch.Tensor, labels: torch.Tensor,
     lam = 2.0 * diff / denom
     grad_alpha = torch.zeros((), dtype=start.dtype, device=start.device)
     grad_xas: list[torch.Tensor] = [None] * len(xas)  # type: ignore[list-item]
+    grad_labels = torch.zeros_like(lab) if soft else None
     for n in reversed(range(len(xas))):
         if compiled is not None:
-            s, h_theta, h_x = compiled.reverse(thetas[n], lam, xas[n].detach(), ys[n], masks[n])
+            s, h_theta, h_x, h_y = compiled.reverse(thetas[n], lam, xas[n].detach(), ys[n], masks[n])
         else:
-            s, h_theta, h_x = _reverse_eager(student, thetas[n], lam, xas[n].detach(), ys[n])
+            s, h_theta, h_x, h_y = _reverse_eager(student, thetas[n], lam, xas[n].detach(), ys[n])
         grad_alpha = grad_alpha - s
         grad_xas[n] = -alpha * h_x
+        if soft:
+            # index_add: an image drawn twice in one batch gets both contributions
+            grad_labels.index_add_(0, prob.batches[n].to(lab.device), -alpha * h_y)
         lam = lam - alpha * h_theta
     (gx,) = torch.autograd.grad(xas, x, grad_xas)
-    return MatchResult(loss.detach(), gx, grad_alpha * alpha, float(denom), grad_alpha=grad_alpha)
+    return MatchResult(loss.detach(), gx, grad_alpha * alpha, float(denom), grad_alpha=grad_alpha,
+                       grad_labels=grad_labels.to(labels.dtype) if soft else None)
 
 
 def _grad_exact(student: Student, theta: torch.Tensor, xa: torch.Tensor, y: torch.Tensor,
                 masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """∇_θ CE at θ (P), bit for bit what the classic loop's step computes.
+
+    ``y``: b class indices, or b×K target probabilities (soft labels, already softmaxed).
 
     Taken with ``create_graph=True`` (then dropped) because that is what the classic loop
     does, and autograd then runs a different group-norm backward whose rounding differs:
@@ -274,15 +340,26 @@ def _grad_exact(student: Student, theta: torch.Tensor, xa: torch.Tensor, y: torc
 
 
 def _reverse_eager(student: Student, theta: torch.Tensor, v: torch.Tensor, xa: torch.Tensor,
-                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(s = ∇_θCE·v, ∂s/∂θ P, ∂s/∂x like xa) by autograd's double backward."""
+                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor | None]:
+    """(s = ∇_θCE·v, ∂s/∂θ P, ∂s/∂x like xa, ∂s/∂y) by autograd's double backward.
+
+    ``y``: b int64 class indices (then ∂s/∂y is None), or b×K label *logits* L_b, the
+    target being softmax(L_b); ∂s/∂y is then ∂s/∂L_b (b×K).
+    """
     th = theta.detach().requires_grad_(True)
     xr = xa.detach().requires_grad_(True)
+    soft = y.is_floating_point()
+    yr = y.detach().requires_grad_(True) if soft else y
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(student.loss(th, xr, y), th, create_graph=True)
+        target = yr.softmax(1) if soft else yr
+        (g,) = torch.autograd.grad(student.loss(th, xr, target), th, create_graph=True)
         s = (g * v).sum()
-        h_theta, h_x = torch.autograd.grad(s, (th, xr))
-    return s.detach(), h_theta, h_x
+        if not soft:
+            h_theta, h_x = torch.autograd.grad(s, (th, xr))
+            return s.detach(), h_theta, h_x, None
+        h_theta, h_x, h_y = torch.autograd.grad(s, (th, xr, yr))
+    return s.detach(), h_theta, h_x, h_y
 
 
 # ------------------------------------------------------------------ compiled kernels
@@ -307,15 +384,25 @@ class CompiledKernels:
                                       options={"layout_optimization": False})
 
     def reverse(self, theta: torch.Tensor, v: torch.Tensor, xa: torch.Tensor, y: torch.Tensor,
-                masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                masks: list[torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What :func:`_reverse_eager` returns (``y``: indices, or b×K label logits)."""
         if self.failed:
             return _reverse_eager(self.student, theta, v, xa, y)
         th = theta.detach().requires_grad_(True)
         xr = xa.detach().requires_grad_(True)
+        soft = y.is_floating_point()
+        yr = y.detach().requires_grad_(True) if soft else y
         try:
             with torch.enable_grad():
-                s = self._tangent(th, v.detach(), xr, y, masks)
-                h_theta, h_x = torch.autograd.grad(s, (th, xr))
+                # the softmax stays eager, outside the compiled graph: the tangent sees
+                # probabilities, and its gradient reaches the logits through it
+                s = self._tangent(th, v.detach(), xr, yr.softmax(1) if soft else yr, masks)
+                if soft:
+                    h_theta, h_x, h_y = torch.autograd.grad(s, (th, xr, yr))
+                else:
+                    h_theta, h_x = torch.autograd.grad(s, (th, xr))
+                    h_y = None
         except Exception as e:   # the first call compiles: a missing or broken toolchain shows here
             if self.compiled_once:
                 raise
@@ -324,7 +411,7 @@ class CompiledKernels:
             self.failed = True
             return _reverse_eager(self.student, theta, v, xa, y)
         self.compiled_once = True
-        return s.detach(), h_theta, h_x
+        return s.detach(), h_theta, h_x, h_y
 
 
 def compile_kernels(student: Student) -> CompiledKernels | None:

@@ -290,28 +290,3 @@ def _check(args: argparse.Namespace) -> list[dict]:
 def _strip(args: argparse.Namespace) -> list[dict]:
     return [{"notebook": p.name, "stripped": strip_outputs(p)}
             for p in list_notebooks(args.folder)]
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_common
-    p = sub.add_parser("notebooks", help="run, list, check or strip the numbered notebooks")
-    nsub = p.add_subparsers(dest="action", required=True)
-    r = nsub.add_parser("run", help="execute the notebooks in order with papermill")
-    r.add_argument("--preset", default="smoke", help="smoke (about a minute) | cpu | paper")
-    r.add_argument("--flag", default="breastmnist")
-    r.add_argument("--out", default=DEFAULT_OUT,
-                   help=f"output folder (default {DEFAULT_OUT}); executed copies in OUT/executed")
-    r.add_argument("--only", nargs="*", default=None, metavar="PREFIX",
-                   help="run only notebooks whose name starts with one of these (e.g. 01 06)")
-    r.add_argument("-p", "--param", type=_parse_param, action="append", metavar="NAME=VALUE",
-                   help="extra notebook parameter (VALUE parsed as JSON when it can be)")
-    r.add_argument("--verbose", action="store_true", help="stream the notebooks' output")
-    add_common(r)
-    r.set_defaults(handler=_run)
-    for name, handler, text in (("list", _list, "the notebooks and their parameters"),
-                                ("check", _check, "fail when a notebook has outputs"),
-                                ("strip", _strip, "remove outputs and execution counts")):
-        q = nsub.add_parser(name, help=text)
-        q.add_argument("--folder", default=None, help="notebooks folder (default: notebooks/)")
-        add_common(q, root=False)
-        q.set_defaults(handler=handler)

@@ -247,7 +247,8 @@ def _run_folder_provenance(run: Path) -> tuple[list[int] | None, list[dict] | No
     ``dom_events.jsonl`` or None without one) of a run folder."""
     from safetensors import safe_open
 
-    from .distill import CHECKPOINT, read_dom_events
+    from .distill_config import CHECKPOINT
+    from .run_folder import read_dom_events
     init = None
     if (run / CHECKPOINT).is_file():
         with safe_open(str(run / CHECKPOINT), framework="pt", device="cpu") as f:
@@ -591,27 +592,3 @@ def _audit_cli(args: argparse.Namespace) -> dict:
     return audit(args.distilled, preset=args.preset, root=args.root, out=args.out,
                  cache=None if args.no_cache else args.cache, figures=not args.no_figures,
                  reuse=not args.force, progress=not args.quiet, **fields)
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_common
-    p = sub.add_parser("audit", help="privacy audit of a distilled set: nearest real images, "
-                                     "DCR, membership inference (JSON; figures beside the artifact)")
-    p.add_argument("--distilled", required=True, help="artifact folder (or its run folder)")
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="sizes: smoke (seconds) | cpu | paper; explicit options win")
-    for name, (typ, help_) in _CLI_FIELDS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
-    p.add_argument("--references", nargs="*", choices=TARGETS[1:], default=None,
-                   help="reference targets (default: random full; none: give the flag alone)")
-    p.add_argument("--quantized", action="store_true", help="audit the uint8 MedMNIST arrays")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="output folder (default <artifact>/audit)")
-    p.add_argument("--cache", default=DEFAULT_CACHE,
-                   help=f"cache of trained networks' outputs (default {DEFAULT_CACHE})")
-    p.add_argument("--no-cache", action="store_true", help="train every network afresh")
-    p.add_argument("--no-figures", action="store_true", help="JSON, arrays and summary only")
-    p.add_argument("--force", action="store_true", help="recompute even if audit.json matches")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common(p)
-    p.set_defaults(handler=_audit_cli)

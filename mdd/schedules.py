@@ -1,14 +1,17 @@
 """Which expert segment each matching iteration uses (DESIGN.md §1.1, §1.2, §4).
 
-A schedule hands out :class:`Window` s — expert, start epoch, target epoch, unrolled
-steps, stage — and watches the losses to decide when to move on. Every schedule is a
+A schedule hands out :class:`Window` s — expert, start position, target position,
+unrolled steps, stage — and watches the losses to decide when to move on. Every schedule is a
 small object whose whole state is a JSON-able dict (``state_dict`` /
 ``load_state_dict``), so a checkpoint can resume it exactly. Randomness comes from the
 generator the caller passes per iteration (mdd.distill derives it from the run seed and
 the iteration number), never from a hidden global state.
 
+Positions index an expert's snapshots (mdd.experts: every few SGD steps, or every
+epoch for older experts); the run converts a preset's expert steps into positions.
+
 - :class:`MTTSchedule`: random expert, start t ~ U[0, T⁺), target t + M (the baseline).
-- :class:`PTMSchedule`: start fixed (epoch 0), target extended in stages T_1 < … < T_K;
+- :class:`PTMSchedule`: start fixed (position 0, or an anchored window), target extended in stages T_1 < … < T_K;
   steps per stage fixed or growing with the segment; a stage ends after a fixed number
   of iterations or earlier on a loss plateau.
 - :class:`DATMSchedule`: MTT whose start window's upper bound grows linearly with the
@@ -148,7 +151,8 @@ def default_stages(expert_epochs: int, num_stages: int, max_target: int | None =
 class PTMSchedule(Schedule):
     """Progressive trajectory matching (DESIGN.md §1.2).
 
-    Start fixed at ``start`` (epoch 0). Stage k matches θ*_{T_k} from θ*_start for
+    Start fixed at ``start`` (position 0), or drawn from the anchored window
+    [start, start + ``start_window``] when that is > 0. Stage k matches θ*_{T_k} from θ*_start for
     ``stage_iterations`` iterations, or fewer when ``advance="plateau"`` and the loss's
     moving average stops improving: after at least ``min_stage_iterations``, the stage
     ends when the mean loss of the last ``plateau_window`` iterations is not lower than
@@ -165,7 +169,7 @@ class PTMSchedule(Schedule):
                  stage_iterations: int, start: int = 0, step_rule: str = "fixed",
                  max_steps: int | None = None, advance: str = "fixed",
                  min_stage_iterations: int = 10, plateau_window: int = 10,
-                 plateau_tol: float = 0.01):
+                 plateau_tol: float = 0.01, start_window: int = 0):
         stages = sorted(set(int(t) for t in stages))
         if not stages:
             raise ValueError("PTM needs at least one stage target")
@@ -183,6 +187,9 @@ class PTMSchedule(Schedule):
         self.step_rule, self.max_steps = step_rule, max_steps or 4 * steps
         self.advance, self.min_stage_iterations = advance, min_stage_iterations
         self.plateau_window, self.plateau_tol = max(1, plateau_window), plateau_tol
+        # anchored start window [start, start + w): start diversity for few experts,
+        # never at or past the first target
+        self.start_window = max(0, min(int(start_window), stages[0] - start - 1))
         self._stage, self._stage_iters, self._losses = 0, 0, []
 
     # -------------------------------------------------------------- windows
@@ -192,8 +199,12 @@ class PTMSchedule(Schedule):
         span, first = self.stages[stage] - self.start, self.stages[0] - self.start
         return min(self.max_steps, max(1, math.ceil(self.base_steps * span / first)))
 
+    def _start(self, gen: torch.Generator) -> int:
+        return self.start + (_randint(gen, self.start_window + 1) if self.start_window else 0)
+
     def window(self, iteration: int, gen: torch.Generator) -> Window:
-        return Window(_randint(gen, self.num_experts), self.start, self.stages[self._stage],
+        expert = _randint(gen, self.num_experts)
+        return Window(expert, self._start(gen), self.stages[self._stage],
                       self.steps_for(self._stage), self._stage)
 
     def window_for_target(self, target: int, gen: torch.Generator) -> Window:
@@ -254,4 +265,4 @@ class PTMSchedule(Schedule):
         return {"name": self.name, "start": self.start, "stages": self.stages,
                 "steps": [self.steps_for(k) for k in range(len(self.stages))],
                 "stage_iterations": self.stage_iterations, "advance": self.advance,
-                "step_rule": self.step_rule}
+                "step_rule": self.step_rule, "start_window": self.start_window}

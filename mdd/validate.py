@@ -357,7 +357,7 @@ DISTILL: dict[str, Rule] = {
 AUGMENT: dict[str, Rule] = {
     "enabled": BOOL, "brightness": nonnegative(), "contrast": fraction(),
     "rotate": real(0, 180), "translate": fraction(), "scale": real(1, None),
-    "cutout": fraction(), "flip": OPT_BOOL,
+    "cutout": fraction(), "flip": OPT_BOOL, "mode": choice(("dsa", "compose")),
 }
 
 #: mdd.evaluate.EvalConfig.
@@ -372,6 +372,8 @@ EVAL: dict[str, Rule] = {
 RECIPE: dict[str, Rule] = {
     "epochs": count(), "lr": positive(), "momentum": MOMENTUM, "weight_decay": nonnegative(),
     "batch_size": count(), "width": count(), "fp16": BOOL,
+    "steps": count(optional=True, note="None: epochs × steps per epoch"),
+    "snapshot_every": count(optional=True, note="None: every epoch"), "drop_last": BOOL,
 }
 
 #: mdd.benchmark.GridConfig.
@@ -403,7 +405,8 @@ CLI: dict[str, dict[str, Rule]] = {
                  "first_steps": count(), "max_steps": count(), "size": SIZES, "seed": SEED,
                  "device": DEVICE, "threads": THREADS},
     "experts": {"flag": FLAG, "size": SIZES, "preset": choice(keys_of("mdd.experts", "PRESETS")),
-                "experts": count(), "epochs": count(), "width": count(), "lr": positive(),
+                "experts": count(), "epochs": count(), "steps": count(), "snapshot_every": count(),
+                "width": count(), "lr": positive(),
                 "momentum": MOMENTUM, "batch_size": count(), "seed": SEED, "device": DEVICE,
                 "workers": Rule("int", lo=0, hi=MAX_PARALLEL, note="0: this process"),
                 "threads": THREADS},

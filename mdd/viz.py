@@ -24,6 +24,8 @@ from matplotlib.figure import Figure
 
 from .data import SPLITS, MedMNIST
 from .io import atomic_path
+from .methods import method_rank
+from .pixels import to_pixels
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DPI = 120
@@ -484,7 +486,6 @@ def replacement_figure(replacements: Sequence[dict], norm, class_names: Sequence
     before, re-seeded (the real train image) and at the end of the run. ``norm``: the
     :class:`mdd.data.Normalization` of the images. Without replacements, a figure
     that says so (and ``note``)."""
-    from .artifact import to_pixels
     reps = list(replacements)[:max_rows]
     if not reps:
         fig, axes = new_figure(1, 1, figsize=(6, 1.6))
@@ -597,11 +598,10 @@ def nearest_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
 def _bench_axes(results: pd.DataFrame, metrics: Sequence[str]) -> tuple[Figure, np.ndarray, list[str], list[str]]:
     """The benchmark plots' frame: one column per flag, one row per metric; the flags and
     the methods in table order."""
-    from .compare import _method_rank
     if results.empty:
         raise ValueError("no benchmark results to plot")
     flags = sorted(results["flag"].dropna().unique())
-    methods = sorted(results["method"].unique(), key=_method_rank)
+    methods = sorted(results["method"].unique(), key=method_rank)
     fig, axes = new_figure(len(metrics), len(flags), figsize=(5.2 * len(flags), 3.2 * len(metrics)))
     return fig, axes, flags, methods
 

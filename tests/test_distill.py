@@ -20,6 +20,7 @@ from mdd.experts import ExpertRecipe, train_experts
 from mdd.matching import MatchResult
 
 dm = importlib.import_module("mdd.distill")   # the module (mdd.distill may be the function)
+run_module = importlib.import_module("mdd.distill_run")   # where DistillRun evaluates
 DistillConfig, distill = dm.DistillConfig, dm.distill
 
 
@@ -120,7 +121,7 @@ def test_the_val_metric_picks_the_reported_images(env, tmp_path: Path, monkeypat
             res["acc_mean"], res["auc_mean"] = next(scripted)
         return res
 
-    monkeypatch.setattr(dm, "evaluate_set", scored)
+    monkeypatch.setattr(run_module, "evaluate_set", scored)
     res = distill(cfg(env, tmp_path / "r", select=select, select_init=select_init))
     assert res["selected_iteration"] == chosen
     assert res["selection"]["iteration"] == chosen and res["selection"]["metric"] == select
@@ -144,7 +145,7 @@ def test_selection_never_reads_test(env, tmp_path: Path, monkeypatch) -> None:
             res["auc_mean"] = 0.99 if len(calls) == 4 else 0.01
         return res
 
-    monkeypatch.setattr(dm, "evaluate_set", spy)
+    monkeypatch.setattr(run_module, "evaluate_set", spy)
     res = distill(cfg(env, tmp_path / "r"))
     assert res["selected_iteration"] == 6 and res["selection"]["val_auc"] == 0.9
     assert calls == ["val", "val", "val", "test"]   # the last iterate is the selected one
@@ -161,7 +162,7 @@ def test_result_records_disjoint_seeds_and_the_last_iterate(env, tmp_path: Path,
             res["auc_mean"] = next(val_scores)
         return res
 
-    monkeypatch.setattr(dm, "evaluate_set", scored)
+    monkeypatch.setattr(run_module, "evaluate_set", scored)
     res = distill(cfg(env, tmp_path / "r", val_models=3, test_models=2, seed=4))
     sel = res["selection"]
     assert sel["iteration"] == 3 and sel["models"] == 3 and sel["epochs"] == 3

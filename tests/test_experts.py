@@ -83,7 +83,30 @@ def test_train_expert_shapes_and_reproducible(tiny: Path) -> None:
     torch.manual_seed(3)  # epoch 0 is the seed's initialization
     assert torch.equal(a[0], flatten_params(build_net(data, SMOKE.width)))
     assert not torch.equal(a[0], a[-1])
-    assert set(res) == {"val_acc", "val_auc", "test_acc", "test_auc"}
+    assert set(res) == {"val_acc", "val_auc", "test_acc", "test_auc", "param_distance"}
+    assert res["param_distance"][0] == 0 and len(res["param_distance"]) == len(a)
+
+
+def test_snapshots_every_s_steps_without_a_ragged_batch(tiny: Path) -> None:
+    data = mdd.data.load("breastmnist", root=tiny)
+    n = len(data.train.y)
+    recipe = ExpertRecipe(width=8, batch_size=16, steps=12, snapshot_every=3, drop_last=True)
+    assert recipe.steps_per_epoch(n) == n // 16 and recipe.positions(n) == 4
+    traj, res = train_expert(data, recipe, seed=0, device="cpu")
+    assert traj.shape[0] == 5
+    d = res["param_distance"]
+    assert d == sorted(d) or d[-1] > d[1]   # it moves away from init
+    m = _train(data.root if hasattr(data, "root") else tiny, tiny / "steps", 1, recipe)
+    assert m["snapshot_unit"] == "steps" and m["snapshot_steps"] == 3 and m["positions"] == 4
+    es = ExpertSet(tiny / "steps")
+    assert es.positions == es.epochs == 4 and es.position_of_steps(7) == 2
+    assert es.position_at_distance(1.0) == 4 and 1 <= es.position_at_distance(0.3) <= 4
+
+
+def test_old_manifests_keep_their_meaning() -> None:
+    old = ExpertRecipe.from_dict({"epochs": 15, "augment": {"cutout": 0.5}})
+    assert old.augment.mode == "compose" and old.drop_last is False and old.snapshot_every is None
+    assert old.positions(546) == 15 and old.steps_per_epoch(546) == 3
 
 
 def test_presets() -> None:
@@ -204,7 +227,7 @@ def test_cli_table(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 
 # ---------------------------------------------------------------- executors
-RECIPE_1 = ExpertRecipe(epochs=1, width=8)
+RECIPE_1 = preset_recipe("cpu", epochs=1, width=8)[0]   # what the CLI asks for
 
 
 @pytest.fixture(scope="module")
@@ -259,14 +282,14 @@ def test_killed_process_pool_run_resumes(real_root: Path, tmp_path: Path, inline
     script = textwrap.dedent(f"""
         import json, multiprocessing, os, signal
         from pathlib import Path
-        from mdd.experts import ExpertRecipe, train_experts
+        from mdd.experts import preset_recipe, train_experts
 
         def kill(entry):
             Path({str(pids)!r}).write_text(json.dumps([p.pid for p in multiprocessing.active_children()]))
             os.kill(os.getpid(), signal.SIGKILL)
 
         if __name__ == "__main__":
-            train_experts("breastmnist", {str(out)!r}, 3, ExpertRecipe(epochs=1, width=8),
+            train_experts("breastmnist", {str(out)!r}, 3, preset_recipe("cpu", epochs=1, width=8)[0],
                           root={str(real_root)!r}, workers=2, threads=1, progress=False,
                           on_expert=kill)
     """)

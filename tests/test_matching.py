@@ -130,7 +130,8 @@ def test_tangent_kernel_equals_the_double_backward() -> None:
     """The compiled path's math, checked eagerly: ∇_(θ,x) (∇_θ CE · v)."""
     net, st, theta, _, x, y = tiny(channels=3, classes=4, m=4)
     v = torch.randn_like(theta) * 0.01
-    s, h_theta, h_x = _reverse_eager(st, theta, v, x, y)
+    s, h_theta, h_x, h_y = _reverse_eager(st, theta, v, x, y)
+    assert h_y is None
     th, xr = theta.clone().requires_grad_(True), x.clone().requires_grad_(True)
     t = st.tangent_loss(th, v, xr, y)
     g_theta, g_x = torch.autograd.grad(t, (th, xr))
@@ -177,3 +178,121 @@ def test_compiled_kernels_fall_back_to_eager_when_compilation_fails() -> None:
         a = match(st, x, y, torch.tensor(0.01).log(), prob, None, "adjoint", ck)
     b = match(st, x, y, torch.tensor(0.01).log(), prob, None, "adjoint")
     assert ck.failed and torch.equal(a.grad_images, b.grad_images) and torch.equal(a.loss, b.loss)
+
+
+# ------------------------------------------------------------------ soft labels (DATM)
+def soft_problem(dtype=torch.float64, width: int = 8, classes: int = 3, m: int = 6, seed: int = 0):
+    """A tiny matching problem with soft labels: M×K random label logits."""
+    net, st, start, target, x, y = tiny(width=width, classes=classes, m=m, seed=seed)
+    net = net.to(dtype)
+    st = Student(net)
+    g = torch.Generator().manual_seed(seed + 100)
+    labels = torch.randn(m, classes, generator=g, dtype=dtype)
+    # an index drawn twice in one batch: its label gradient must collect both terms
+    prob = MatchProblem(start.to(dtype), target.to(dtype),
+                        [torch.arange(m), torch.tensor([0, 3, 3, 5]), torch.tensor([1, 2, 4])],
+                        [21, 22, 23])
+    return st, x.to(dtype), y, labels, prob
+
+
+def test_peaked_soft_labels_give_the_hard_label_numbers() -> None:
+    net, st, start, target, x, y = tiny(m=4)
+    prob = MatchProblem(start, target, [torch.arange(4), torch.tensor([0, 3]), torch.tensor([1, 2])],
+                        [11, 12, 13])
+    la = torch.tensor(0.02).log()
+    soft = F.one_hot(y, 2).float() * 50            # softmax: 1 − e⁻⁵⁰, i.e. one-hot in float32
+    for mode in ("adjoint", "unrolled"):
+        a = match(st, x, y, la, prob, Augment("breastmnist"), mode)
+        b = match(st, x, soft, la, prob, Augment("breastmnist"), mode)
+        assert a.grad_labels is None and b.grad_labels.shape == soft.shape
+        assert b.grad_labels.dtype == soft.dtype and b.finite()
+        assert float(b.loss) == pytest.approx(float(a.loss), rel=1e-6)
+        assert float((a.grad_images - b.grad_images).norm() / a.grad_images.norm()) < 1e-5
+        assert float(b.grad_log_alpha) == pytest.approx(float(a.grad_log_alpha), rel=1e-5)
+        # saturated softmax: the labels barely move the loss
+        assert float(b.grad_labels.abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_soft_labels_adjoint_equals_unrolled_float64(augment: bool) -> None:
+    st, x, _, labels, prob = soft_problem()
+    aug = Augment("breastmnist") if augment else None
+    la = torch.tensor(0.05, dtype=torch.float64).log()
+    a = match(st, x, labels, la, prob, aug, "unrolled")
+    b = match(st, x, labels, la, prob, aug, "adjoint")
+    assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-12)
+    assert float((a.grad_images - b.grad_images).norm() / a.grad_images.norm()) < 1e-10
+    assert float(a.grad_log_alpha) == pytest.approx(float(b.grad_log_alpha), rel=1e-10)
+    assert float((a.grad_labels - b.grad_labels).norm() / a.grad_labels.norm()) < 1e-10
+    assert float(a.grad_labels.norm()) > 0
+
+
+def test_soft_labels_adjoint_equals_unrolled_float32() -> None:
+    st, x, _, labels, prob = soft_problem(torch.float32, width=32)
+    la = torch.tensor(0.02).log()
+    a = match(st, x, labels, la, prob, Augment("breastmnist"), "unrolled")
+    b = match(st, x, labels, la, prob, Augment("breastmnist"), "adjoint")
+    assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-6)
+    assert float((a.grad_images - b.grad_images).norm() / a.grad_images.norm()) < 1e-5
+    assert float(a.grad_log_alpha) == pytest.approx(float(b.grad_log_alpha), rel=1e-4)
+    assert float((a.grad_labels - b.grad_labels).norm() / a.grad_labels.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["adjoint", "unrolled"])
+def test_label_gradient_matches_finite_differences_float64(mode: str) -> None:
+    st, x, _, labels, prob = soft_problem(width=4, m=4, classes=3)
+    prob = MatchProblem(prob.start, prob.target,
+                        [torch.arange(4), torch.tensor([0, 3, 3]), torch.tensor([1, 2])], [0, 1, 2])
+    la = torch.tensor(0.5, dtype=torch.float64).log()   # a large step: labels matter
+    res = match(st, x, labels, la, prob, None, mode)
+    eps = 1e-6
+    for k in range(3):
+        d = torch.randn(labels.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+        lp = match(st, x, labels + eps * d, la, prob, None, mode).loss
+        lm = match(st, x, labels - eps * d, la, prob, None, mode).loss
+        assert float((res.grad_labels * d).sum()) == pytest.approx(float(lp - lm) / (2 * eps), rel=1e-6)
+    # a label shift common to a row does not change softmax: no gradient along it
+    assert torch.allclose(res.grad_labels.sum(1), torch.zeros(4, dtype=torch.float64), atol=1e-12)
+
+
+def test_soft_tangent_kernel_equals_the_double_backward() -> None:
+    """The compiled path's soft-label math, checked eagerly (incl. ∂s/∂label logits)."""
+    net, st, theta, _, x, _ = tiny(channels=3, classes=4, m=4)
+    logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
+    v = torch.randn_like(theta) * 0.01
+    s, h_theta, h_x, h_y = _reverse_eager(st, theta, v, x, logits)
+    th, xr = theta.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    lr = logits.clone().requires_grad_(True)
+    t = st.tangent_loss(th, v, xr, lr.softmax(1))
+    g_theta, g_x, g_y = torch.autograd.grad(t, (th, xr, lr))
+    assert float(t.detach()) == pytest.approx(float(s), rel=1e-4)
+    assert torch.allclose(g_theta, h_theta, rtol=1e-3, atol=1e-6)
+    assert torch.allclose(g_x, h_x, rtol=1e-3, atol=1e-7)
+    assert torch.allclose(g_y, h_y, rtol=1e-3, atol=1e-7)
+
+
+def test_compiled_reverse_handles_soft_labels() -> None:
+    """CompiledKernels' plumbing with soft labels (the tangent run eagerly: no compile)."""
+    from mdd.matching import CompiledKernels
+    st, x, _, labels, prob = soft_problem(torch.float32, width=16)
+    ck = CompiledKernels(st)
+    ck._tangent = st.tangent_loss
+    la = torch.tensor(0.02).log()
+    a = match(st, x, labels, la, prob, Augment("breastmnist"), "adjoint", ck)
+    b = match(st, x, labels, la, prob, Augment("breastmnist"), "adjoint")
+    assert torch.equal(a.loss, b.loss) and not ck.failed
+    assert float((a.grad_images - b.grad_images).norm() / b.grad_images.norm()) < 1e-4
+    assert float(a.grad_log_alpha) == pytest.approx(float(b.grad_log_alpha), rel=1e-4)
+    assert float((a.grad_labels - b.grad_labels).norm() / b.grad_labels.norm()) < 1e-4
+    # and the compiled path's hard-label answer carries no label gradient
+    y = labels.argmax(1)
+    assert match(st, x, y, la, prob, None, "adjoint", ck).grad_labels is None
+
+
+def test_soft_labels_must_be_m_by_k() -> None:
+    net, st, start, target, x, y = tiny()
+    prob = MatchProblem(start, target, [torch.arange(2)], [0])
+    with pytest.raises(ValueError, match="M×K"):
+        match(st, x, torch.zeros(3, 2), torch.tensor(0.0), prob)
+    with pytest.raises(ValueError, match="M×K"):
+        match(st, x, torch.zeros(2), torch.tensor(0.0), prob)

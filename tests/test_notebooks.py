@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from mdd import notebooks as nb
+from mdd import commands, notebooks as nb
 
 #: Every notebook takes these, so that `mdd notebooks run` can drive it.
 STANDARD_PARAMETERS = {"flag", "preset", "root", "out", "figures_dir"}
@@ -95,7 +95,7 @@ def test_python3_kernel_is_this_environment():
 
 def test_cli_arguments():
     parser = argparse.ArgumentParser(prog="mdd")
-    nb.register_cli(parser.add_subparsers(dest="command"))
+    commands.add_notebooks(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["notebooks", "run", "--preset", "smoke", "--flag", "pneumoniamnist",
                               "--out", "x", "--only", "01", "-p", "ipc=5", "-p", "methods=[\"a\"]"])
     assert (args.preset, args.flag, args.out, args.only) == ("smoke", "pneumoniamnist", "x", ["01"])

@@ -105,3 +105,14 @@ def test_ptm_retraining_window_targets() -> None:
                     max_steps=50)
     w = s.window_for_target(6, gen(0))
     assert (w.start, w.target, w.steps) == (0, 6, 6)     # steps of the stage at or below 6
+
+
+def test_ptm_anchored_start_window_stays_before_the_first_target():
+    import torch
+    from mdd.schedules import PTMSchedule
+    s = PTMSchedule(4, 30, [6, 12], steps=5, stage_iterations=3, start_window=10)
+    assert s.start_window == 5            # clipped: a start must lie before T_1 = 6
+    starts = {s.window(i, torch.Generator().manual_seed(i)).start for i in range(200)}
+    assert starts == set(range(6))
+    fixed = PTMSchedule(4, 30, [6, 12], steps=5, stage_iterations=3)
+    assert {fixed.window(i, torch.Generator().manual_seed(i)).start for i in range(50)} == {0}
