@@ -11,13 +11,26 @@ effect), and ``full`` (the ceiling, epochs chosen on val, :mod:`mdd.ceiling`).
 
 One CSV row per (flag, size, ipc, method, seed), columns :data:`COLUMNS`; the distilled
 set behind a row is copied to ``artifacts/`` beside the CSV (:mod:`mdd.records`).
+
+Where cells run (:func:`run_grid`, :mod:`mdd.executors`): in this process one after the
+other (``workers=0``), in local worker processes (``workers=W``; None: one per core, at
+most the pending cells), or on a Dask cluster (``scheduler="tcp://…"`` or a ``client``).
+With workers, each flag's expert set is trained first (with the same executor settings),
+a ``random@<m>`` cell is submitted only once its ``<m>`` cell has finished (it reads that
+run's ``result.json``), and this process — the CSV's only writer — upserts each row as
+its cell finishes, so an interrupted grid resumes as before. Workers must see the same
+file system as this process (data root, runs folder, results folder; paths are made
+absolute before they are sent).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -25,8 +38,10 @@ from tqdm.auto import tqdm
 from . import baselines, data as mdata, stats, validate
 from .ceiling import PRESET_MODELS, PRESET_SEARCH, full_ceiling
 from .evaluate import EvalConfig, evaluate_set, protocol
+from .executors import available_cores, job_threads, open_executor
 from .io import read_json, remove_partial_writes, write_text
 from .locks import file_lock, folder_lock
+from .runtime import torch_threads
 
 DISTILL_METHODS = ("mtt", "datm", "ptm", "ptm+dom")
 METHODS = ("random",) + DISTILL_METHODS + ("full",)
@@ -54,6 +69,12 @@ class GridConfig:
     controls: bool = True                 # random@<method> beside every distilled cell
     device: str = "auto"
     progress: bool = True
+    # where cells run (mdd.executors.open_executor): None one local process per core (at
+    # most the pending cells; this process for one cell or on a GPU), 0 this process (one
+    # cell after the other), W processes; ``scheduler`` "tcp://host:port": a Dask cluster
+    workers: int | None = None
+    scheduler: str | None = None
+    threads: int | None = None            # torch threads per worker job (None: cores // workers)
 
     def cells(self) -> list[tuple[str, int | None, str, int]]:
         """(flag, ipc, method, seed) in run order; ``full`` once per flag (ipc None,
@@ -145,22 +166,38 @@ def _run_folder(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) ->
     return Path(cfg.runs) / f"{flag}-ipc{ipc}-{method}-s{seed}"
 
 
-def _distill_run(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -> dict:
-    from .distill import DistillConfig, distill
+def _experts_folder(cfg: GridConfig, flag: str) -> Path:
+    return Path(cfg.runs) / "experts" / f"{flag}-{cfg.preset}"
+
+
+def _train_experts(cfg: GridConfig, flag: str, **where: Any) -> Path:
+    """The flag's expert set (trained, or resumed, now); ``where``: train_experts's
+    workers/threads/scheduler/client (none given: its defaults, as the inline grid)."""
     from .experts import preset_recipe, train_experts
-    experts = Path(cfg.runs) / "experts" / f"{flag}-{cfg.preset}"
+    experts = _experts_folder(cfg, flag)
     recipe, count = preset_recipe(cfg.preset)
     # one expert set per flag (seed 0): the distillation seed varies the init and draws
     train_experts(flag, experts, count, recipe, root=cfg.root, seed=0, device=cfg.device,
-                  progress=cfg.progress)
+                  progress=cfg.progress, **where)
+    return experts
+
+
+def _distill_run(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int,
+                 experts_ready: bool = False) -> dict:
+    from .distill import DistillConfig, distill
+    # a worker job finds the set trained by the driver: concurrent cells of one flag
+    # must not each take the experts folder's lock (the second would be refused)
+    experts = _experts_folder(cfg, flag) if experts_ready else _train_experts(cfg, flag)
     return distill(DistillConfig(flag=flag, ipc=ipc, method=method, preset=cfg.preset,
                                  experts=str(experts), seed=seed, root=cfg.root,
                                  device=cfg.device, progress=cfg.progress,
                                  out=str(_run_folder(cfg, flag, ipc, method, seed))))
 
 
-def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int = 0) -> dict:
-    """Run one cell and return its results row (:data:`COLUMNS`)."""
+def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int = 0,
+             experts_ready: bool = False) -> dict:
+    """Run one cell and return its results row (:data:`COLUMNS`). ``experts_ready``: the
+    flag's expert set is complete already (a worker job; not trained or locked here)."""
     data = mdata.load(flag, root=cfg.root)
     ec = _eval_config(cfg.preset, seed, cfg.device)
     if method == "full":
@@ -174,25 +211,131 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int
                                  / "result.json")["alpha"])
         res = {**evaluate_set(x, y, data, ec, lr=lr, progress=cfg.progress), "alpha": lr}
     else:
-        res = dict(_distill_run(cfg, flag, ipc, method, seed))
+        res = dict(_distill_run(cfg, flag, ipc, method, seed, experts_ready))
         from .records import save_record
         records = cfg.records or str(Path(cfg.results).parent / "artifacts")
         res["artifact"] = save_record(res["artifact"], flag, ipc, method, seed, root=records)
     return _row(flag, data.size, ipc, method, seed, res)
 
 
-def run_grid(cfg: GridConfig) -> pd.DataFrame:
-    """Run every cell not yet in ``cfg.results``; return the whole results table."""
+def run_grid(cfg: GridConfig, client: Any = None) -> pd.DataFrame:
+    """Run every cell not yet in ``cfg.results``; return the whole results table.
+
+    ``cfg.workers``/``cfg.scheduler``/``client`` (a ``dask.distributed.Client``, left
+    open) choose where cells run (module doc). Rows are upserted as cells finish, in
+    finishing order (the CSV is sorted on every write, so its order does not depend on
+    it). On a failed cell no new cell starts, the running ones finish and are recorded,
+    and the first error is raised.
+    """
     validate.grid_config(cfg)   # flags first, then ipcs, methods, seeds, preset, paths
+    validate.check_values({"workers": cfg.workers, "threads": cfg.threads},
+                          validate.CLI["experts"], skip_none=True)
+    if cfg.workers is not None and (cfg.scheduler is not None or client is not None):
+        raise ValueError("give workers or a Dask scheduler/client, not both")
     results = Path(cfg.results)
     # one grid writes these results and runs at a time (a second is refused, mdd.locks)
     with file_lock(results, "mdd benchmark"), folder_lock(cfg.runs, "mdd benchmark"):
         remove_partial_writes(results.parent, of=results.name)
         done = _done(results)
         todo = [c for c in cfg.cells() if c not in done]
-        for flag, ipc, method, seed in tqdm(todo, desc="benchmark", disable=not cfg.progress):
-            upsert_results([run_cell(cfg, flag, ipc, method, seed)], results)
+        if _inline(cfg, client, len(todo)):
+            # today's path, unchanged: one cell after the other in this process
+            with torch_threads(cfg.threads):
+                for flag, ipc, method, seed in tqdm(todo, desc="benchmark", disable=not cfg.progress):
+                    upsert_results([run_cell(cfg, flag, ipc, method, seed)], results)
+        else:
+            _run_parallel(cfg, todo, results, client)
     return read_results(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
+
+
+def _inline(cfg: GridConfig, client: Any, pending: int) -> bool:
+    """Whether the grid runs in this process: workers=0, or workers=None when
+    :func:`mdd.executors.open_executor` would not start processes (one pending cell or
+    one core) or the device is a GPU (processes would only queue on it)."""
+    if client is not None or cfg.scheduler is not None:
+        return False
+    if cfg.workers is not None:
+        return cfg.workers == 0
+    from .evaluate import resolve_device
+    return min(available_cores(), pending) <= 1 or resolve_device(cfg.device).type == "cuda"
+
+
+@dataclass
+class CellJob:
+    """One cell for a worker: plain values, so it pickles (``cfg`` has absolute paths)."""
+
+    cfg: GridConfig
+    cell: tuple
+    threads: int | None = None
+    host_slots: dict[str, int] = field(default_factory=dict)
+
+
+def run_cell_job(job: CellJob) -> dict:
+    """Run ``job.cell`` where this runs (a worker) with its share of torch threads; the
+    results row comes back to the driver, which writes the CSV."""
+    with torch_threads(job_threads(job.threads, job.host_slots)):
+        return run_cell(job.cfg, *job.cell, experts_ready=True)
+
+
+def _for_workers(cfg: GridConfig) -> GridConfig:
+    """``cfg`` as sent to workers: absolute paths (a worker may start in another folder,
+    and ``root`` None means this process's $MDD_DATA), no progress bars."""
+    records = cfg.records or str(Path(cfg.results).parent / "artifacts")
+    return dataclasses.replace(
+        cfg, root=str(mdata.resolve_root(cfg.root).resolve()), runs=str(Path(cfg.runs).resolve()),
+        results=str(Path(cfg.results).resolve()), records=str(Path(records).resolve()),
+        progress=False)
+
+
+def _run_parallel(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> None:
+    """Run ``todo`` on an executor: experts first, then every cell whose dependency (a
+    ``random@m`` cell's ``m`` cell, when it is pending too) has finished."""
+    wcfg = _for_workers(cfg)
+    where = dict(workers=cfg.workers, threads=cfg.threads, scheduler=cfg.scheduler, client=client)
+    # 1. every expert set the pending distillations read, each trained across the workers
+    for flag in dict.fromkeys(f for f, _, m, _ in todo if m in DISTILL_METHODS):
+        _train_experts(dataclasses.replace(wcfg, progress=cfg.progress), flag, **where)
+    # 2. the cells; random@m waits for m's result.json
+    pending = set(todo)
+    after = {c: (c[0], c[1], c[2].split("@", 1)[1], c[3]) for c in todo if c[2].startswith("random@")}
+    waiting = [c for c in todo if after.get(c) not in pending]     # ready now, in grid order
+    blocked = [c for c in todo if after.get(c) in pending]
+    running: dict[cf.Future, tuple] = {}
+    failure: tuple[tuple, BaseException] | None = None
+    with open_executor(cfg.workers, len(todo), cfg.threads, cfg.scheduler, client) as place:
+        bar = tqdm(total=len(todo), desc=f"benchmark ({place.describe()})", disable=not cfg.progress)
+        with bar:
+            while waiting or running:
+                while waiting and failure is None:
+                    cell = waiting.pop(0)
+                    job = CellJob(wcfg, cell, place.threads, place.host_slots)
+                    running[place.executor.submit(run_cell_job, job)] = cell
+                if not running:
+                    break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    cell = running.pop(fut)
+                    pending.discard(cell)
+                    if fut.cancelled():
+                        continue
+                    if fut.exception() is not None:
+                        failure = failure or (cell, fut.exception())
+                        waiting.clear()
+                        for other in running:
+                            other.cancel()   # queued ones stop; running ones finish, are kept
+                        continue
+                    upsert_results([fut.result()], results)
+                    bar.update()
+                    # its controls can run now (the method's result.json exists)
+                    ready = [c for c in blocked if after[c] == cell]
+                    blocked = [c for c in blocked if after[c] != cell]
+                    if failure is None:
+                        waiting.extend(ready)
+    if failure is not None:
+        cell, err = failure
+        if hasattr(err, "add_note"):
+            err.add_note(f"while running benchmark cell {cell}; finished cells are in {results}")
+        raise err
 
 
 # ---------------------------------------------------------------- tables
@@ -285,6 +428,12 @@ def report_markdown(results: pd.DataFrame, pairs=PAIRS) -> str:
 
 
 def _cli(args: argparse.Namespace) -> list[dict] | None:
+    if getattr(args, "claims", False):
+        # runs nothing: the verdicts, from the CSV (and the run folders' logs if present)
+        from .claims import write_claims
+        md = write_claims(args.results, Path(args.results).with_name("claims.md"), runs=args.runs)
+        print(md)
+        return None
     if args.report:
         results = read_results(args.results)
         md = report_markdown(results)
@@ -293,5 +442,7 @@ def _cli(args: argparse.Namespace) -> list[dict] | None:
         return None
     cfg = GridConfig(flags=args.flags, ipcs=args.ipcs, methods=args.methods, seeds=args.seeds,
                      preset=args.preset, root=args.root, runs=args.runs, results=args.results,
-                     device=args.device, controls=not args.no_controls)
+                     device=args.device, controls=not args.no_controls,
+                     workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None),
+                     threads=getattr(args, "threads", None))
     return seed_table(run_grid(cfg)).to_dict("records")

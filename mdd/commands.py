@@ -117,6 +117,7 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     from .distill_config import METHODS, PRESETS
     from .evaluate import EvalConfig
     from .nets import ARCHS
+    from .validate import DISTILL
 
     p = sub.add_parser("distill", help="distill a MedMNIST flag (MTT, PTM, PTM + DOM)")
     p.add_argument("--flag", required=True)
@@ -131,15 +132,38 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     for name, (typ, help_) in _CLI_FIELDS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
-    p.add_argument("--advance", choices=("fixed", "plateau"), default=None, help="PTM stage advance")
-    p.add_argument("--step-rule", dest="step_rule", choices=("fixed", "grow"), default=None,
-                   help="PTM: fixed N or N growing with the segment")
-    p.add_argument("--init", choices=("real", "noise"), default=None)
-    p.add_argument("--select", choices=("acc", "auc"), default=None,
-                   help="val metric that picks the reported images (default auc, ties by "
-                        "balanced accuracy: the protocol; acc only for ablations)")
-    p.add_argument("--mode", choices=("auto", "adjoint", "unrolled"), default=None,
-                   help="how the unroll is differentiated (default auto: by memory)")
+    p.add_argument("--stage-quantiles", dest="stage_quantiles", nargs="+", type=float,
+                   default=None, metavar="Q",
+                   help="PTM: targets at these shares of the experts' distance (instead of stages)")
+    # choices: the allowed values of mdd.validate.DISTILL, declared there once
+    for name, help_ in (
+            ("advance", "PTM stage advance"),
+            ("step_rule", "PTM: fixed N or N growing with the segment"),
+            ("init", "real (random subset) | noise | real-correct (images the expert gets right)"),
+            ("select", "val metric that picks the reported images (default auc, ties by "
+                       "balanced accuracy: the protocol; acc only for ablations)"),
+            ("mode", "how the unroll is differentiated (default auto: by memory)"),
+            ("image_opt", "image optimiser (default adam; sgd: momentum, engine v1)"),
+            ("alpha_opt", "optimiser of log α (default adam)"),
+            ("alpha_init_rule", "α₀: fixed (--alpha-init) | expert | search (default)"),
+            ("augment_mode", "dsa: one op per call (default) | compose: all of them"),
+            ("unit", "what positions count: position | steps (SGD steps) | epochs"),
+            ("dom_space", "DOM features: preact (default) | pooled (post-ReLU)"),
+            ("dom_theta", "DOM network: trained (expert 0, last position) | target"),
+            ("tau_rule", "DOM τ: percentile of real–real similarity (default) | fixed (--tau)"),
+            ("reseed", "DOM re-seeds: typical unused real images (default) | farthest")):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, choices=DISTILL[name].options(),
+                       default=None, help=help_)
+    p.add_argument("--alpha-stage-rescale", dest="alpha_stage_rescale", action="store_true",
+                   default=None, help="PTM: rescale α at a stage change (default)")
+    p.add_argument("--no-alpha-stage-rescale", dest="alpha_stage_rescale", action="store_false",
+                   help="PTM: keep α at a stage change")
+    p.add_argument("--dom-center", dest="dom_center", action="store_true", default=None,
+                   help="DOM: centre features by the class's real mean (default)")
+    p.add_argument("--no-dom-center", dest="dom_center", action="store_false",
+                   help="DOM: uncentred features")
+    p.add_argument("--soft-labels", dest="soft_labels", action="store_true", default=None,
+                   help="DATM: learnable labels from expert logits")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the adjoint's reverse step (default: in adjoint mode)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
@@ -214,9 +238,21 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default=d.results, help="results CSV (rows are added as cells finish)")
     p.add_argument("--report", action="store_true",
                    help="run nothing: print the results as Markdown (also written beside the CSV, .md)")
+    p.add_argument("--claims", action="store_true",
+                   help="run nothing: write the claims verdicts (stability, accuracy, DOM) as "
+                        "claims.md beside the CSV, from it and --runs' logs, and print them")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the random@<method> rows (the real subset at the learned α)")
     p.add_argument("--device", default="auto")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="local worker processes running cells (0: this process, one cell "
+                            "after the other; default: one per core, at most the pending cells)")
+    where.add_argument("--scheduler", default=None,
+                       help="Dask scheduler address, e.g. tcp://host:8786 (needs mdd[dask]); its "
+                            "workers must share this file system (--root, --runs, --results)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker job (default: cores // workers)")
     add_common(p)
     p.set_defaults(handler=_cli)
 

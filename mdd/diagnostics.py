@@ -337,22 +337,31 @@ def pair_stats(mats: dict[int, np.ndarray], tau: float) -> dict:
 def dom_events_table(run: str | os.PathLike) -> pd.DataFrame:
     """One row per DOM check of a run: iteration, reason, stage, target, tau,
     overlap_ratio, mean_similarity, max_similarity (from the event's matrices),
-    overlapping pairs, replaced (count) and which set indices ← which train indices."""
+    overlapping pairs, replaced (count), which set indices ← which train indices, and
+    tau_per_class. Under the data-relative rule (DOM v2: the event's τ is a summary with
+    one τ_c per class) ``tau`` is their mean and ``tau_per_class`` lists them
+    (``0: 0.586, 1: 0.549``); under a fixed τ it is empty."""
     from .run_folder import load_dom_event, read_dom_events
     rows = []
     for e in read_dom_events(run):
         arrays = load_dom_event(run, e)
         mats = {k: v for k, v in arrays.items() if k.startswith("sim_class")}
         real = e.get("real_indices") or {}
+        tau, per_class = e.get("tau"), ""
+        if isinstance(tau, dict):
+            taus = sorted((int(c), v["tau"]) for c, v in (tau.get("per_class") or {}).items())
+            per_class = ", ".join(f"{c}: {t:.4g}" for c, t in taus)
+            tau = tau.get("tau_mean")
         rows.append({"iteration": e["iteration"], "reason": e.get("reason"), "stage": e.get("stage"),
-                     "target": e.get("target"), "tau": e.get("tau"),
+                     "target": e.get("target"), "tau": tau,
                      "overlap_ratio": e.get("overlap_ratio"), "mean_similarity": e.get("mean_similarity"),
-                     "max_similarity": pair_stats(mats, e.get("tau", 1.0))["max_similarity"],
+                     "max_similarity": pair_stats(mats, 1.0 if tau is None else tau)["max_similarity"],
                      "pairs": len(e.get("pairs") or []), "replaced": len(real),
                      "replaced_from": ", ".join(f"{k}←{v}" for k, v in sorted(real.items(),
-                                                                           key=lambda kv: int(kv[0])))})
+                                                                           key=lambda kv: int(kv[0]))),
+                     "tau_per_class": per_class})
     cols = ["iteration", "reason", "stage", "target", "tau", "overlap_ratio", "mean_similarity",
-            "max_similarity", "pairs", "replaced", "replaced_from"]
+            "max_similarity", "pairs", "replaced", "replaced_from", "tau_per_class"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -394,7 +403,7 @@ def load_dom_events(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["method", "seed", "iteration", "reason", "stage", "target", "tau",
                                   "overlap_ratio", "mean_similarity", "max_similarity", "pairs",
-                                  "replaced", "replaced_from"])
+                                  "replaced", "replaced_from", "tau_per_class"])
     return pd.concat(parts, ignore_index=True)
 
 

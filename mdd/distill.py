@@ -49,8 +49,10 @@ from .alloc import tuned_malloc
 from .artifact import load_distilled
 from .distill_config import (CHECKPOINT, CONFIG, LOG_FIELDS, METHODS, NON_IDENTITY, PRESETS,
                              RESULT, DistillConfig, config_diff, identity, resolve)
-from .distill_run import (METRIC_FIELDS, DistillRun, Momentum, TrajectoryCache,
-                          estimate_unrolled_bytes, generator, step_batches)
+from .distill_config import V1
+from .distill_run import METRIC_FIELDS, DistillRun
+from .optim import Momentum
+from .run_setup import TrajectoryCache, estimate_unrolled_bytes, generator, step_batches
 from .evaluate import EvalConfig, evaluate_set, protocol
 from .io import read_json, strict
 from .run_folder import (RunLog, list_snapshots, load_dom_event, load_snapshot, read_dom_events,
@@ -58,13 +60,13 @@ from .run_folder import (RunLog, list_snapshots, load_dom_event, load_snapshot, 
 from .runtime import tf32, torch_threads
 
 #: The names this module has always offered (its pieces live in mdd.distill_config,
-#: mdd.distill_run and mdd.run_folder).
+#: mdd.distill_run, mdd.distill_state, mdd.run_setup, mdd.optim and mdd.run_folder).
 __all__ = ["CHECKPOINT", "CONFIG", "DistillConfig", "DistillRun", "LOG_FIELDS", "METHODS",
            "METRIC_FIELDS", "Momentum", "NON_IDENTITY", "PRESETS", "RESULT", "RunLog",
            "TrajectoryCache", "config_diff", "distill", "estimate_unrolled_bytes",
            "evaluate_distilled", "generator", "identity", "list_snapshots", "load_dom_event",
            "load_snapshot", "read_dom_events", "read_evals", "read_jsonl", "read_log", "resolve",
-           "step_batches"]
+           "step_batches", "V1"]
 
 
 def distill(config: DistillConfig | None = None, explicit: set[str] | None = None,
@@ -122,14 +124,21 @@ _CLI_FIELDS: dict[str, tuple[type, str]] = {
     "steps": (int, "N, unrolled student steps"),
     "batch_syn": (int, "synthetic images per step (default: all)"),
     "lr_images": (float, "image learning rate"),
+    "lr_images_warmup": (int, "iterations of linear lr_images warm-up (0: none)"),
     "lr_alpha": (float, "learning rate of log α"),
-    "alpha_init": (float, "initial student step size α₀"),
+    "alpha_init": (float, "initial student step size α₀ (--alpha-init-rule fixed)"),
+    "alpha_search": (int, "problems per grid point of the α₀ search"),
+    "lr_labels": (float, "--soft-labels: learning rate of the label logits"),
     "span": (int, "MTT/DATM: M, target = start + M"),
     "max_start": (int, "MTT/DATM: T⁺"),
     "num_stages": (int, "PTM: K stages"),
     "max_target": (int, "PTM: cap on T_K"),
+    "start_window": (int, "PTM: start drawn from [start, start + window] (0: fixed)"),
     "stage_iterations": (int, "PTM: iterations per stage"),
-    "tau": (float, "DOM: cosine threshold τ"),
+    "tau": (float, "DOM: cosine threshold τ (--tau-rule fixed)"),
+    "tau_percentile": (float, "DOM: τ at this percentile of real–real similarity"),
+    "typical_quantile": (float, "DOM: re-seed from candidates within this distance "
+                                  "quantile of the class mean"),
     "dom_every": (int, "DOM: P, iterations between checks"),
     "retrain_iterations": (int, "DOM: R, retraining iterations"),
     "skip_loss_above": (float, "skip updates whose loss exceeds this (DATM)"),
@@ -152,19 +161,13 @@ def _distill_cli(args: argparse.Namespace) -> dict:
     for name in ("experts", "out", "root"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    for name in _CLI_FIELDS:
-        v = getattr(args, name)
-        if v is not None:
-            kw[name] = v
-            explicit.add(name)
-    for name in ("advance", "step_rule", "init", "mode", "select"):
-        v = getattr(args, name)
-        if v is not None:
-            kw[name] = v
-            explicit.add(name)
-    if args.compile is not None:
-        kw["compile"] = args.compile
-        explicit.add("compile")
+    # every other option named after a DistillConfig field (numbers, choices, paired
+    # switches, --stage-quantiles): None means "not given", anything else is explicit
+    for f in dataclasses.fields(DistillConfig):
+        v = getattr(args, f.name, None)
+        if f.name not in kw and f.name != "tf32" and v is not None:
+            kw[f.name] = v
+            explicit.add(f.name)
     if args.tf32:
         kw["tf32"] = True
     if args.no_augment:

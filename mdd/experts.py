@@ -114,7 +114,7 @@ class ExpertRecipe:
 PRESETS: dict[str, dict] = {
     "smoke": dict(experts=2, epochs=2, width=32, steps=8, snapshot_every=2, drop_last=True),
     "cpu": dict(experts=6, epochs=50, width=128, steps=150, snapshot_every=5, drop_last=True),
-    "paper": dict(experts=100, epochs=50, width=128, snapshot_every=10, drop_last=True),
+    "paper": dict(experts=100, epochs=50, width=128, steps=1000, snapshot_every=10, drop_last=True),
 }
 
 

@@ -38,6 +38,8 @@ class Momentum:
         first = self.buf is None
         if first:
             self.buf = torch.zeros_like(g)
+        elif self.buf.shape != g.shape:   # a scalar's buffer comes back from a checkpoint as (1,)
+            self.buf = self.buf.reshape(g.shape)
         with torch.no_grad():
             if rows is None:
                 self.buf = g.clone() if first else self.buf.mul_(self.momentum).add_(g)

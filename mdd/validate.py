@@ -330,7 +330,18 @@ DISTILL: dict[str, Rule] = {
     "preset": choice(keys_of("mdd.distill", "PRESETS"), optional=True),
     "seed": SEED, "device": DEVICE, "iterations": count(),
     "steps": count(), "batch_syn": count(optional=True, note="None: every image each step"),
-    "init": choice(("real", "noise")), "lr_images": positive(), "lr_alpha": positive(),
+    "init": choice(("real", "noise", "real-correct")), "lr_images": positive(),
+    "lr_alpha": positive(), "image_opt": choice(("sgd", "adam")),
+    "alpha_opt": choice(("sgd", "adam")), "lr_images_warmup": count(0, note="0: none"),
+    "alpha_init_rule": choice(("fixed", "expert", "search")), "alpha_search": count(),
+    "alpha_stage_rescale": BOOL, "soft_labels": BOOL, "lr_labels": positive(),
+    "augment_mode": choice(("dsa", "compose")), "unit": choice(("position", "steps", "epochs")),
+    "start_window": count(0, note="0: a fixed start"),
+    "stage_quantiles": Rule("real", lo=0, hi=1, lo_open=True, many=True, optional=True),
+    "dom_space": choice(("preact", "pooled")), "dom_center": BOOL,
+    "dom_theta": choice(("trained", "target")), "tau_rule": choice(("percentile", "fixed")),
+    "tau_percentile": real(0, 100), "reseed": choice(("typical", "farthest")),
+    "typical_quantile": real(0, 1, lo_open=True),
     "momentum": MOMENTUM, "alpha_init": positive(), "alpha_min": positive(),
     "alpha_max": positive(), "augment": BOOL, "mode": choice(("auto", "adjoint", "unrolled")),
     "unrolled_memory_gb": nonnegative(), "compile": OPT_BOOL, "threads": THREADS,
@@ -445,6 +456,10 @@ def distill_config(cfg: Any) -> None:
     """Check a resolved ``DistillConfig`` (the preset applied): every field, then the
     fields that constrain each other."""
     check_fields(cfg, DISTILL)
+    q = cfg.stage_quantiles
+    if q is not None and (not isinstance(q, (list, tuple)) or not q
+                          or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in q)):
+        raise ArgumentError("stage_quantiles", f"need a list of shares in (0, 1], got {q!r}")
     if not cfg.alpha_min <= cfg.alpha_init <= cfg.alpha_max:
         raise ArgumentError("alpha_init", f"need 0 < alpha_min ≤ alpha_init ≤ alpha_max, got "
                                           f"{cfg.alpha_min}, {cfg.alpha_init}, {cfg.alpha_max}")

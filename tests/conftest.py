@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mdd.data
+from mdd.experts import ExpertRecipe, train_experts
 
 #: The real, md5-verified MedMNIST files beside the project (CI and these machines).
 REAL_ROOT = Path(os.environ.get("MDD_SHARED_MEDMNIST",
@@ -66,3 +67,45 @@ def real_root() -> Path:
     if not (REAL_ROOT / "breastmnist.npz").is_file():
         pytest.skip(f"real MedMNIST files not found in {REAL_ROOT}")
     return REAL_ROOT
+
+
+# ---------------------------------------------------------------- distillation
+@pytest.fixture(scope="module")
+def distill_env(tmp_path_factory):
+    """A 40/10/10-image breastmnist-format file (INFO patched) and two width-16 experts."""
+    tmp = tmp_path_factory.mktemp("distill")
+    rng = np.random.default_rng(0)
+    sizes = {"train": 40, "val": 10, "test": 10}
+    arrays = {}
+    for split, n in sizes.items():
+        labels = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
+        arrays[f"{split}_images"] = (rng.integers(0, 150, (n, 28, 28)) + 100 * labels[:, :, None]).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels
+    root = tmp / "data"
+    root.mkdir()
+    np.savez(root / "breastmnist.npz", **arrays)
+    info = copy.deepcopy(mdd.data.INFO)
+    info["breastmnist"]["n_samples"] = sizes
+    info["breastmnist"]["MD5"] = mdd.data.md5sum(root / "breastmnist.npz")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mdd.data, "INFO", info)
+        experts = tmp / "experts"
+        train_experts("breastmnist", experts, 2, ExpertRecipe(epochs=4, width=16, batch_size=16),
+                      root=root, workers=0, threads=1, progress=False)
+        yield {"root": root, "experts": experts, "tmp": tmp}
+
+
+def distill_cfg(env, out: Path, **kw) -> "DistillConfig":
+    """A tiny, fast DistillConfig on ``distill_env`` (α fixed: no calibration search)."""
+    from mdd.distill import DistillConfig
+    base = dict(flag="breastmnist", ipc=2, method="ptm", experts=str(env["experts"]), out=str(out),
+                root=str(env["root"]), iterations=6, steps=3, num_stages=2, eval_every=3,
+                val_models=1, val_epochs=3, test_models=1, test_epochs=3, snapshot_every=2,
+                dom_every=2, retrain_iterations=2, dom_pool=16, max_start=2, span=1,
+                progress=False, threads=1, checkpoint_every_s=1e9, alpha_init_rule="fixed")
+    if "tau" in kw:   # a fixed τ asked for: the data-relative rule would ignore it
+        kw.setdefault("tau_rule", "fixed")
+    base.update(kw)
+    return DistillConfig(**base)
+
+

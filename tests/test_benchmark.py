@@ -1,7 +1,15 @@
+import concurrent.futures as cf
+import contextlib
+import threading
+import time
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+import mdd.data
 from mdd import benchmark as B
+from mdd.executors import Placement
 
 
 def test_cells_order_and_unknown_method():
@@ -45,7 +53,8 @@ def test_grid_resumes_by_skipping_finished_cells(make_fake, tmp_path, monkeypatc
     monkeypatch.setattr(B, "run_cell", counting)
     cfg = B.GridConfig(flags=["breastmnist"], ipcs=[2], methods=["random", "full"], preset="smoke",
                        seeds=[0, 1], root=str(root), runs=str(tmp_path / "runs"),
-                       results=str(tmp_path / "results.csv"), device="cpu", progress=False)
+                       results=str(tmp_path / "results.csv"), device="cpu", progress=False,
+                       workers=0)   # this process: the patched run_cell is what runs
     table = B.run_grid(cfg)
     assert calls == [("breastmnist", 2, "random", 0), ("breastmnist", 2, "random", 1),
                      ("breastmnist", None, "full", 0)]
@@ -55,3 +64,126 @@ def test_grid_resumes_by_skipping_finished_cells(make_fake, tmp_path, monkeypatc
     assert table["protocol"].tolist() == [2, 2, 2] and table["bacc_mean"].notna().all()
     B.run_grid(cfg)
     assert len(calls) == 3  # nothing redone
+
+
+# ---------------------------------------------------------------- scale-out
+def _fake_row(cfg, flag, ipc, method, seed):
+    return {"flag": flag, "size": 28, "ipc": ipc, "method": method, "seed": seed,
+            "acc_mean": 0.5, "bacc_mean": 0.5, "auc_mean": 0.5, "protocol": 2}
+
+
+@pytest.fixture
+def threaded_grid(monkeypatch, tmp_path):
+    """run_grid's worker path on a 2-thread pool with a fake cell (no data, no torch):
+    returns the log of (event, cell) and a dict of cells that should fail."""
+    log, fail, lock = [], {}, threading.Lock()
+
+    @contextlib.contextmanager
+    def pool(workers, pending, threads, scheduler, client):
+        with cf.ThreadPoolExecutor(2) as ex:
+            yield Placement(ex, "processes", 2, 1)
+
+    def job(j):
+        with lock:
+            log.append(("start", j.cell))
+        time.sleep(0.05 if j.cell[2] in B.DISTILL_METHODS else 0.01)
+        if j.cell in fail:
+            raise RuntimeError(f"cell {j.cell} failed")
+        assert j.threads == 1 and Path(j.cfg.runs).is_absolute() and not j.cfg.progress
+        with lock:
+            log.append(("end", j.cell))
+        return _fake_row(j.cfg, *j.cell)
+
+    monkeypatch.setattr(B, "open_executor", pool)
+    monkeypatch.setattr(B, "run_cell_job", job)
+    monkeypatch.setattr(B, "_train_experts", lambda cfg, flag, **w: log.append(("experts", flag)))
+    cfg = B.GridConfig(flags=["breastmnist"], ipcs=[2], methods=["random", "mtt", "ptm"], seeds=[0, 1],
+                       runs=str(tmp_path / "runs"), results=str(tmp_path / "results.csv"),
+                       device="cpu", progress=False, workers=2)
+    return cfg, log, fail
+
+
+def test_workers_run_experts_first_and_controls_after_their_method(threaded_grid):
+    cfg, log, _ = threaded_grid
+    table = B.run_grid(cfg)
+    assert log[0] == ("experts", "breastmnist") and sum(e == "experts" for e, _ in log) == 1
+    for cell in cfg.cells():
+        if "@" in cell[2]:
+            method = (cell[0], cell[1], cell[2].split("@")[1], cell[3])
+            assert log.index(("end", method)) < log.index(("start", cell)), cell
+    # every cell once; the CSV in the same order as the inline grid writes it
+    assert sorted(c for e, c in log if e == "start") == sorted(cfg.cells())
+    inline = B.upsert_results([_fake_row(cfg, *c) for c in cfg.cells()], Path(cfg.results).with_name("i.csv"))
+    assert table[B.KEY].astype(str).values.tolist() == inline[B.KEY].astype(str).values.tolist()
+
+
+def test_a_failed_cell_stops_new_cells_keeps_finished_rows_and_skips_its_controls(threaded_grid):
+    cfg, log, fail = threaded_grid
+    cfg.seeds = [0]
+    fail[("breastmnist", 2, "mtt", 0)] = True
+    with pytest.raises(RuntimeError, match="failed") as err:
+        B.run_grid(cfg)
+    assert any("finished cells are in" in n for n in getattr(err.value, "__notes__", []))
+    started = [c for e, c in log if e == "start"]
+    assert ("breastmnist", 2, "random@mtt", 0) not in started
+    done = B.read_results(cfg.results)
+    assert set(done["method"]) <= {"random", "ptm", "random@ptm"} and "random" in set(done["method"])
+    # resume: the finished rows are skipped, the failed cell and its control run
+    fail.clear()
+    log.clear()
+    B.run_grid(cfg)
+    started = {c for e, c in log if e == "start"}
+    assert ("breastmnist", 2, "mtt", 0) in started and ("breastmnist", 2, "random@mtt", 0) in started
+    assert ("breastmnist", 2, "random", 0) not in started
+    assert len(B.read_results(cfg.results)) == len(cfg.cells())
+
+
+def test_workers_and_a_scheduler_are_exclusive(tmp_path):
+    cfg = B.GridConfig(flags=["breastmnist"], ipcs=[2], methods=["random"], workers=2,
+                       scheduler="tcp://127.0.0.1:1", runs=str(tmp_path / "r"),
+                       results=str(tmp_path / "r.csv"))
+    with pytest.raises(ValueError, match="not both"):
+        B.run_grid(cfg)
+    assert B._inline(B.GridConfig(workers=0, device="cpu"), None, 10)
+    assert B._inline(B.GridConfig(device="cpu"), None, 1)              # one cell: no processes
+    assert not B._inline(B.GridConfig(device="cpu"), object(), 10)    # a Dask client
+
+
+METRIC_COLUMNS = [c for c in B.COLUMNS if c not in ("distill_seconds", "seconds", "artifact")]
+
+
+@pytest.mark.slow
+def test_dask_grid_gives_the_inline_rows(make_fake, patched_info, tmp_path):
+    """A real 2-worker Dask cluster on 127.0.0.1 runs random + ptm + random@ptm at the
+    smoke preset on a tiny fake file (its experts trained on the cluster first): the same
+    rows, metrics and all, as the inline grid."""
+    distributed = pytest.importorskip("distributed")
+    from mdd.experts import preset_recipe, train_experts
+    root = make_fake("breastmnist", n=(24, 8, 8))
+
+    def grid(name, **where):
+        return B.GridConfig(flags=["breastmnist"], ipcs=[2], methods=["random", "ptm"], seeds=[0],
+                            preset="smoke", root=str(root), runs=str(tmp_path / name / "runs"),
+                            results=str(tmp_path / name / "results.csv"), device="cpu",
+                            progress=False, threads=1, **where)
+
+    inline = grid("inline", workers=0)
+    # the reference's experts in this process (spawned processes would not see the
+    # patched INFO); one thread, as each cluster job gets
+    recipe, count = preset_recipe("smoke")
+    train_experts("breastmnist", B._experts_folder(inline, "breastmnist"), count, recipe,
+                  root=str(root), seed=0, device="cpu", progress=False, workers=0, threads=1)
+    want = B.run_grid(inline)
+    assert want["method"].tolist() == ["random", "ptm", "random@ptm"]
+
+    dask = grid("dask")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        client.run(setattr, mdd.data, "INFO", patched_info)   # the fake file's md5 there too
+        got = B.run_grid(dask, client=client)
+    pd.testing.assert_frame_equal(got[METRIC_COLUMNS], want[METRIC_COLUMNS])
+    experts = [B._experts_folder(c, "breastmnist") for c in (inline, dask)]
+    for f in sorted(p.name for p in experts[0].glob("*.safetensors")):
+        assert (experts[0] / f).read_bytes() == (experts[1] / f).read_bytes(), f
+    assert (Path(dask.runs) / "breastmnist-ipc2-ptm-s0" / "result.json").is_file()

@@ -104,3 +104,93 @@ def test_ctrl_c_is_one_line_exit_130(capsys, monkeypatch):
     monkeypatch.setattr(mdd.baseline_cli, "run_baseline", interrupted)
     rc, out, err = run(capsys, "baseline", "--flag", "breastmnist")
     assert rc == 130 and out == "" and err == "mdd baseline: interrupted\n"
+
+
+# ---------------------------------------------------------------- distill options (engine v2)
+def _captured_distill(monkeypatch, *argv):
+    """What ``mdd distill ARGV`` would run: the DistillConfig and explicit set that
+    ``_distill_cli`` hands to ``mdd.distill.distill`` (nothing runs)."""
+    import mdd.distill
+    seen = {}
+
+    def fake(config, explicit=None, **kw):
+        seen["config"], seen["explicit"] = config, set(explicit or ())
+        return {"ok": True}
+
+    monkeypatch.setattr(mdd.distill, "distill", fake)
+    assert main(["distill", "--flag", "breastmnist", "--ipc", "2", *argv]) == 0
+    return seen["config"], seen["explicit"]
+
+
+def test_distill_v2_options_round_trip(monkeypatch, capsys):
+    from mdd.distill_config import resolve
+    cfg, explicit = _captured_distill(
+        monkeypatch, "--preset", "cpu", "--image-opt", "sgd", "--lr-images", "100",
+        "--lr-images-warmup", "0", "--alpha-opt", "sgd", "--alpha-init-rule", "expert",
+        "--alpha-search", "3", "--no-alpha-stage-rescale", "--soft-labels", "--lr-labels", "0.1",
+        "--augment-mode", "compose", "--unit", "position", "--stage-quantiles", "0.25", "0.5", "1",
+        "--start-window", "4", "--dom-space", "pooled", "--no-dom-center", "--dom-theta", "target",
+        "--tau-rule", "fixed", "--tau-percentile", "95", "--reseed", "farthest",
+        "--typical-quantile", "0.25", "--init", "real-correct")
+    want = dict(image_opt="sgd", lr_images=100.0, lr_images_warmup=0, alpha_opt="sgd",
+                alpha_init_rule="expert", alpha_search=3, alpha_stage_rescale=False,
+                soft_labels=True, lr_labels=0.1, augment_mode="compose", unit="position",
+                stage_quantiles=[0.25, 0.5, 1.0], start_window=4, dom_space="pooled",
+                dom_center=False, dom_theta="target", tau_rule="fixed", tau_percentile=95.0,
+                reseed="farthest", typical_quantile=0.25, init="real-correct")
+    assert {k: getattr(cfg, k) for k in want} == want
+    assert set(want) <= explicit
+    r = resolve(cfg, explicit)    # explicit wins over the preset (cpu: unit="steps")
+    assert {k: getattr(r, k) for k in want} == want and r.preset == "cpu"
+    assert r.iterations == 150    # not given: the preset's
+
+
+def test_distill_options_not_given_stay_unset(monkeypatch, capsys):
+    cfg, explicit = _captured_distill(monkeypatch, "--preset", "smoke", "--dom-center")
+    assert explicit == {"flag", "ipc", "method", "dom_center"} and cfg.dom_center is True
+    from mdd.distill_config import DistillConfig
+    d = DistillConfig()
+    assert (cfg.image_opt, cfg.alpha_stage_rescale, cfg.soft_labels, cfg.stage_quantiles,
+            cfg.unit) == (d.image_opt, d.alpha_stage_rescale, d.soft_labels, None, d.unit)
+
+
+def _distill_parser():
+    import argparse
+    from mdd.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["distill"]
+
+
+def test_every_distill_option_given_counts_as_explicit(monkeypatch, capsys):
+    """Any option named after a DistillConfig field, once given, wins over the preset."""
+    import dataclasses
+    from mdd.distill_config import DistillConfig
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    always = {"flag", "ipc", "method", "preset", "seed", "size", "device", "experts", "out",
+              "root", "tf32"}   # set every run, or paths, or (tf32) outside every preset
+    argv, dests = [], set()
+    for action in _distill_parser()._actions:
+        if action.dest not in fields or action.dest in always or action.dest in dests:
+            continue
+        dests.add(action.dest)
+        argv.append(action.option_strings[0])
+        if action.nargs == 0:
+            continue
+        value = (action.choices[0] if action.choices else
+                 "1" if action.type is int else "0.5")
+        argv += [value] * (2 if action.nargs == "+" else 1)
+    assert {"image_opt", "stage_quantiles", "alpha_stage_rescale", "dom_center",
+            "soft_labels", "typical_quantile"} <= dests
+    _, explicit = _captured_distill(monkeypatch, *argv)
+    assert dests <= explicit, sorted(dests - explicit)
+
+
+def test_distill_choices_come_from_the_validate_table():
+    from mdd.validate import DISTILL
+    choices = {a.dest: tuple(a.choices) for a in _distill_parser()._actions
+               if a.choices and a.dest in DISTILL}
+    assert {"init", "image_opt", "alpha_opt", "alpha_init_rule", "augment_mode", "unit",
+            "dom_space", "dom_theta", "tau_rule", "reseed"} <= set(choices)
+    assert "real-correct" in choices["init"]
+    for dest, got in choices.items():
+        assert got == DISTILL[dest].options(), dest

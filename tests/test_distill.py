@@ -25,39 +25,12 @@ DistillConfig, distill = dm.DistillConfig, dm.distill
 
 
 # ---------------------------------------------------------------- fixtures
+from conftest import distill_cfg as cfg  # noqa: E402  (tiny experts and data: tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A 40/10/10-image breastmnist-format file (INFO patched) and two width-16 experts."""
-    tmp = tmp_path_factory.mktemp("distill")
-    rng = np.random.default_rng(0)
-    sizes = {"train": 40, "val": 10, "test": 10}
-    arrays = {}
-    for split, n in sizes.items():
-        labels = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
-        arrays[f"{split}_images"] = (rng.integers(0, 150, (n, 28, 28)) + 100 * labels[:, :, None]).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels
-    root = tmp / "data"
-    root.mkdir()
-    np.savez(root / "breastmnist.npz", **arrays)
-    info = copy.deepcopy(mdd.data.INFO)
-    info["breastmnist"]["n_samples"] = sizes
-    info["breastmnist"]["MD5"] = mdd.data.md5sum(root / "breastmnist.npz")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mdd.data, "INFO", info)
-        experts = tmp / "experts"
-        train_experts("breastmnist", experts, 2, ExpertRecipe(epochs=4, width=16, batch_size=16),
-                      root=root, workers=0, threads=1, progress=False)
-        yield {"root": root, "experts": experts, "tmp": tmp}
-
-
-def cfg(env, out: Path, **kw) -> DistillConfig:
-    base = dict(flag="breastmnist", ipc=2, method="ptm", experts=str(env["experts"]), out=str(out),
-                root=str(env["root"]), iterations=6, steps=3, num_stages=2, eval_every=3,
-                val_models=1, val_epochs=3, test_models=1, test_epochs=3, snapshot_every=2,
-                dom_every=2, retrain_iterations=2, dom_pool=16, max_start=2, span=1,
-                progress=False, threads=1, checkpoint_every_s=1e9)
-    base.update(kw)
-    return DistillConfig(**base)
+def env(distill_env):
+    return distill_env
 
 
 def artifact_x(out: Path) -> torch.Tensor:
@@ -68,17 +41,24 @@ def artifact_x(out: Path) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["mtt", "datm", "ptm", "ptm+dom"])
 def test_each_method_runs_and_writes_everything(env, tmp_path: Path, method: str) -> None:
     out = tmp_path / "run"
-    res = distill(cfg(env, out, method=method, tau=-0.99))   # τ≈-1: DOM finds overlaps
+    # τ≈-1: DOM finds overlaps; this set has 2 images a class, all of them the init, so
+    # only v1's re-seeding (used images allowed) can replace any
+    res = distill(cfg(env, out, method=method, tau=-0.99, reseed="farthest"))
     assert res["kind"] == "distilled" and res["method"] == method and res["n_train"] == 4
     for k in ("acc_mean", "acc_std", "auc_mean", "auc_std", "lr", "val_acc", "alpha"):
         assert isinstance(res[k], float) and math.isfinite(res[k])
     log = dm.read_log(out)
-    assert list(log["iteration"]) == list(range(6)) and list(log.columns) == list(dm.LOG_FIELDS)
+    main = log[log["phase"] == "main"]
+    # 6 matching iterations; DOM's retraining iterations come on top of them
+    assert list(main["main_iteration"]) == list(range(1, 7)) and list(log.columns) == list(dm.LOG_FIELDS)
+    assert list(log["iteration"]) == list(range(len(log)))
     assert (log["alpha"] > 0).all() and log["loss"].notna().all()
-    assert [it for it, _ in dm.list_snapshots(out)] == [0, 2, 4, 6]
+    n = len(log)
+    assert [it for it, _ in dm.list_snapshots(out)] == list(range(0, n + 1, 2))
     snap = dm.load_snapshot(dm.list_snapshots(out)[-1][1])
-    assert snap["x"].shape == (4, 1, 28, 28) and "sim_class0" in snap
-    assert [e["iteration"] for e in dm.read_evals(out)] == [0, 3, 6]
+    assert snap["x"].shape == (4, 1, 28, 28)
+    evals = dm.read_evals(out)
+    assert [e["main_iteration"] for e in evals] == [0, 3, 6]
     ds = load_distilled(out)
     assert ds.method == method and ds.manifest["results"]["test"]["acc_mean"] == res["acc_mean"]
     assert ds.manifest["experts"]["digest"] and ds.manifest["versions"]["torch"]
@@ -89,6 +69,8 @@ def test_each_method_runs_and_writes_everything(env, tmp_path: Path, method: str
         assert set(log["start"]) == {0}
     if method == "ptm":   # stages [2, 4], 3 iterations each
         assert list(log["target"]) == [2, 2, 2, 4, 4, 4] and list(log["stage"]) == [0, 0, 0, 1, 1, 1]
+    if method != "ptm+dom":
+        assert n == 6
     if method == "ptm+dom":
         events = dm.read_dom_events(out)
         assert events and res["counters"]["replaced"] > 0
@@ -98,6 +80,8 @@ def test_each_method_runs_and_writes_everything(env, tmp_path: Path, method: str
         # a retraining ramp: targets go back up from T_1 to the current stage target
         retrain = log[log["phase"] == "retrain"]
         assert retrain["target"].iloc[0] <= retrain["target"].iloc[-1]
+        # no check in the last R = 2 matching iterations, and every eval precedes a re-seed
+        assert all(e["main_iteration"] <= 6 - 2 for e in events)
     else:
         assert not (out / "dom_events.jsonl").read_text().strip()
 
@@ -225,7 +209,7 @@ def test_alpha_momentum_does_not_wind_up_against_its_bound(env, tmp_path: Path, 
 
     monkeypatch.setattr(dm.DistillRun, "compute", pushed)
     distill(cfg(env, tmp_path / "r", iterations=5, eval_every=0, alpha_init=0.01, alpha_max=0.02,
-                lr_alpha=0.01))
+                lr_alpha=0.01, alpha_opt="sgd"))
     alphas = dm.read_log(tmp_path / "r")["alpha"].tolist()
     assert alphas[:3] == [pytest.approx(0.02)] * 3
     assert alphas[3] < 0.02      # the first downward gradient moves it off the bound
@@ -286,10 +270,12 @@ def test_dom_replaces_a_planted_duplicate_and_leaves_the_rest(env, tmp_path: Pat
         self.images[1] = self.images[0]          # class 0: images 0 and 1 identical
 
     monkeypatch.setattr(dm.DistillRun, "init_state", planted)
-    distill(cfg(env, tmp_path / "r", method="ptm+dom", tau=0.995, dom_every=1, iterations=1,
+    # the first check follows main iteration 1 (none in the last R = 2 of the 4)
+    distill(cfg(env, tmp_path / "r", method="ptm+dom", tau=0.995, dom_every=1, iterations=4,
                 lr_images=1e-3, eval_every=0))
     events = dm.read_dom_events(tmp_path / "r")
-    assert len(events) == 1 and events[0]["replace"] in ([0], [1])
+    assert events[0]["main_iteration"] == 1 and events[0]["replace"] in ([0], [1])
+    assert max(e["main_iteration"] for e in events) <= 2
     i = events[0]["replace"][0]
     ev = dm.load_dom_event(tmp_path / "r", events[0])
     changed = [k for k in range(4) if not np.array_equal(ev["before"][k], ev["after"][k])]

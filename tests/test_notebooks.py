@@ -26,6 +26,8 @@ EXPECTED_FIGURES = {
     "03_similarity_breastmnist_ipc2.png", "03_overlap_breastmnist_ipc2.png",
     "03_overlap_breastmnist_ipc2.csv", "03_dom_events_breastmnist_ipc2.csv",
     "03_dom_events_breastmnist_ipc2.md", "03_replaced_breastmnist_ipc2.png",
+    "02_dynamics_breastmnist_ipc2.png", "02_dynamics_breastmnist_ipc2.csv",
+    "03_distinct_breastmnist_ipc2.png", "03_distinct_breastmnist_ipc2.csv",
     "04_grids_breastmnist_ipc2.png", "04_evolution_breastmnist_ipc2.png",
     "04_nearest_breastmnist_ipc2.png", "04_nearest_breastmnist_ipc2.csv",
     "05_benchmark.csv", "05_benchmark.md", "05_benchmark_results.csv",

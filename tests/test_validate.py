@@ -104,11 +104,28 @@ def test_argparse_errors_are_one_line_exit_2(capsys) -> None:
     (["experts", "--flag", "breastmnist", "--out", "X", "--lr", "0"], "argument --lr: lr must be a number > 0"),
     (["experts", "--flag", "breastmnist", "--out", "X", "--workers", "-1"], "argument --workers"),
     (["experts", "--flag", "breastmnist", "--out", "X", "--size", "32"], "unknown size 32"),
+    (["experts", "--flag", "breastmnist", "--out", "X", "--snapshot-every", "0"],
+     "argument --snapshot-every: snapshot_every must be an integer ≥ 1, got 0"),
+    (["experts", "--flag", "breastmnist", "--out", "X", "--steps", "0"], "argument --steps"),
     (["evaluate", "--distilled", "X", "--models", "0"], "argument --models"),
     (["distill", "--flag", "breastmnist", "--ipc", "1", "--lr-images", "nan"], "argument --lr-images"),
     (["distill", "--flag", "breastmnist", "--ipc", "1", "--threads", "0"], "argument --threads"),
     (["distill", "--flag", "breastmnist", "--ipc", "1", "--alpha-init", "2"], "alpha_init ≤ alpha_max"),
     (["distill", "--flag", "breastmnist", "--ipc", "1", "--device", "nosuch"], "argument --device"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--stage-quantiles", "0", "2"],
+     "argument --stage-quantiles: "),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--tau-percentile", "101"],
+     "argument --tau-percentile: tau_percentile must be a number in [0, 100], got 101.0"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--typical-quantile", "0"],
+     "argument --typical-quantile: typical_quantile must be a number in (0, 1]"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--alpha-search", "0"],
+     "argument --alpha-search: alpha_search must be an integer ≥ 1, got 0"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--lr-labels", "0"],
+     "argument --lr-labels: lr_labels must be a number > 0"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--lr-images-warmup", "-1"],
+     "argument --lr-images-warmup"),
+    (["distill", "--flag", "breastmnist", "--ipc", "1", "--start-window", "-1"],
+     "argument --start-window"),
     (["demo", "--method", "dc"], "argument --method: unknown method 'dc'"),
     (["notebooks", "run", "--preset", "huge"], "argument --preset: unknown preset 'huge'"),
 ])
@@ -117,6 +134,35 @@ def test_cli_arguments_are_checked(tmp_path, capsys, monkeypatch, argv, needle) 
     rc, out, err = run(capsys, *argv)
     assert rc == 2 and out == "" and needle in one_line(err)
     assert list(tmp_path.iterdir()) == []     # nothing written
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--image-opt", "lbfgs"), ("--alpha-opt", "rmsprop"), ("--alpha-init-rule", "guess"),
+    ("--augment-mode", "all"), ("--unit", "seconds"), ("--dom-space", "logits"),
+    ("--dom-theta", "random"), ("--tau-rule", "mean"), ("--reseed", "nearest"),
+    ("--init", "zeros"),
+])
+def test_distill_bad_choice_exits_2_naming_it(tmp_path, capsys, monkeypatch, option, value) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["distill", "--flag", "breastmnist", "--ipc", "1", option, value])
+    line = one_line(capsys.readouterr().err)
+    assert e.value.code == 2 and list(tmp_path.iterdir()) == []
+    assert line.startswith(f"mdd distill: error: argument {option}: invalid choice: '{value}'")
+
+
+def test_distill_bad_stage_quantiles_exit_2_before_anything_is_written(tmp_path, capsys) -> None:
+    out_dir = tmp_path / "run"
+    for values in (["0", "2"], ["0.5", "-0.1"], ["1.5"]):
+        rc, out, err = run(capsys, "distill", "--flag", "breastmnist", "--ipc", "1", "--preset",
+                           "smoke", "--experts", str(tmp_path / "experts"), "--out", str(out_dir),
+                           "--stage-quantiles", *values)
+        assert rc == 2 and out == "" and not out_dir.exists()
+        assert one_line(err).startswith("mdd distill: error: argument --stage-quantiles: ")
+        assert "(0, 1]" in err                 # what is allowed
+    with pytest.raises(SystemExit) as e:      # no value at all: argparse's own line
+        cli.main(["distill", "--flag", "breastmnist", "--ipc", "1", "--stage-quantiles"])
+    assert e.value.code == 2 and "--stage-quantiles" in one_line(capsys.readouterr().err)
 
 
 def test_a_missing_cuda_device_is_one_line(capsys, monkeypatch) -> None:
@@ -274,6 +320,10 @@ DISTILL_SPEC = {
     "--preset": st.sampled_from(["smoke", "cpu", "paper", "huge"]),
     "--method": st.sampled_from(["mtt", "ptm", "ptm+dom", "dc"]),
     "--select": st.sampled_from(["acc", "auc", "loss"]), "--device": st.sampled_from(["cpu", "auto", "nosuch"]),
+    "--tau-percentile": FLOAT_TEXT, "--typical-quantile": FLOAT_TEXT, "--lr-labels": FLOAT_TEXT,
+    "--alpha-search": NUM_TEXT, "--lr-images-warmup": NUM_TEXT, "--start-window": NUM_TEXT,
+    "--stage-quantiles": FLOAT_TEXT, "--image-opt": st.sampled_from(["adam", "sgd", "lbfgs"]),
+    "--unit": st.sampled_from(["position", "steps", "epochs", "s"]),
 }
 COMMANDS = {
     "distill": (["--flag", "--ipc"], DISTILL_SPEC),
@@ -333,6 +383,10 @@ def _check_valid(what: str, config, argv: list[str]) -> None:
         assert c.eval_every >= 0 and c.retrain_iterations >= 0 and c.checkpoint_every_s >= 0
         assert c.batch_syn is None or c.batch_syn >= 1
         assert c.method in dm.METHODS and c.size in mdd.data.SIZES
+        assert 0 <= c.tau_percentile <= 100 and 0 < c.typical_quantile <= 1 and c.lr_labels > 0
+        assert c.alpha_search >= 1 and c.lr_images_warmup >= 0 and c.start_window >= 0
+        assert c.stage_quantiles is None or all(0 < q <= 1 for q in c.stage_quantiles)
+        assert c.image_opt in ("sgd", "adam") and c.unit in ("position", "steps", "epochs")
     elif what == "benchmark":
         assert all(f in supported for f in config.flags) and all(i >= 1 for i in config.ipcs)
     elif what == "demo":
