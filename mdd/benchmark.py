@@ -74,7 +74,9 @@ class GridConfig:
     # cell after the other), W processes; ``scheduler`` "tcp://host:port": a Dask cluster
     workers: int | None = None
     scheduler: str | None = None
-    threads: int | None = None            # torch threads per worker job (None: cores // workers)
+    # torch threads per cell: a worker job's (None: cores // workers, mdd.executors) and
+    # the expert training's; in this process (workers=0) None leaves torch's setting
+    threads: int | None = None
 
     def cells(self) -> list[tuple[str, int | None, str, int]]:
         """(flag, ipc, method, seed) in run order; ``full`` once per flag (ipc None,
@@ -280,11 +282,14 @@ def run_cell_job(job: CellJob) -> dict:
 def _for_workers(cfg: GridConfig) -> GridConfig:
     """``cfg`` as sent to workers: absolute paths (a worker may start in another folder,
     and ``root`` None means this process's $MDD_DATA), no progress bars."""
+    from .notebooks import resolve_path
     records = cfg.records or str(Path(cfg.results).parent / "artifacts")
     return dataclasses.replace(
         cfg, root=str(mdata.resolve_root(cfg.root).resolve()), runs=str(Path(cfg.runs).resolve()),
-        results=str(Path(cfg.results).resolve()), records=str(Path(records).resolve()),
-        progress=False)
+        results=str(Path(cfg.results).resolve()),
+        # where save_record would put them from here (it reads a relative one from the
+        # project root, mdd.records)
+        records=str(resolve_path(records)), progress=False)
 
 
 def _run_parallel(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> None:

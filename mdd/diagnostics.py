@@ -660,6 +660,6 @@ def benchmark_grid(flag: str, ipcs: Sequence[int], methods: Sequence[str], prese
     cfg = GridConfig(flags=[flag], ipcs=[int(i) for i in ipcs], methods=list(methods),
                      preset=preset, seeds=[seed], root=None if root is None else str(root),
                      runs=str(out / "benchmark"), results=str(out / "benchmark.csv"),
-                     device=device, progress=False)
+                     device=device, progress=False, workers=0)   # in the kernel's process
     with torch_threads(preset_threads(preset, threads)):
         return run_grid(cfg)

@@ -394,6 +394,8 @@ GRID: dict[str, Rule] = {
     "preset": choice(PRESET_NAMES), "seed": SEED, "seeds": Rule("int", lo=0, hi=SEED_MAX, many=True),
     "root": OPT_PATH, "runs": PATH, "results": PATH, "records": OPT_PATH, "controls": BOOL,
     "device": DEVICE, "progress": BOOL,
+    "workers": Rule("int", lo=0, hi=MAX_PARALLEL, optional=True, note="0: this process"),
+    "scheduler": OPT_PATH, "threads": THREADS,
 }
 
 #: mdd.privacy.AuditConfig (``mdd audit``).
@@ -439,7 +441,7 @@ UNCHECKED = frozenset({
     "command", "handler", "format", "failed", "data_command", "action", "root", "out",
     "scheduler", "folder", "only", "param",
     "quiet", "no_augment", "tf32", "compile", "download", "fp16", "no_tuned_malloc",
-    "verbose", "quantized", "no_controls", "report", "cache", "no_cache", "no_figures", "force",
+    "verbose", "quantized", "no_controls", "report", "claims", "cache", "no_cache", "no_figures", "force",
     "help"})
 
 

@@ -1,5 +1,6 @@
 import concurrent.futures as cf
 import contextlib
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -175,6 +176,7 @@ def test_dask_grid_gives_the_inline_rows(make_fake, patched_info, tmp_path):
                   root=str(root), seed=0, device="cpu", progress=False, workers=0, threads=1)
     want = B.run_grid(inline)
     assert want["method"].tolist() == ["random", "ptm", "random@ptm"]
+    assert want["acc_mean"].notna().all() and want["alpha"].iloc[1:].notna().all()
 
     dask = grid("dask")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -187,3 +189,27 @@ def test_dask_grid_gives_the_inline_rows(make_fake, patched_info, tmp_path):
     for f in sorted(p.name for p in experts[0].glob("*.safetensors")):
         assert (experts[0] / f).read_bytes() == (experts[1] / f).read_bytes(), f
     assert (Path(dask.runs) / "breastmnist-ipc2-ptm-s0" / "result.json").is_file()
+
+
+@pytest.mark.slow
+def test_local_worker_processes_give_the_inline_rows(real_root, tmp_path):
+    """Two spawned local processes (the default path on a multi-core machine) on the real
+    BreastMNIST file: the same rows as the inline grid, experts shared."""
+    from mdd.experts import preset_recipe, train_experts
+
+    def grid(name, workers):
+        return B.GridConfig(flags=["breastmnist"], ipcs=[1], methods=["random", "ptm"], seeds=[0],
+                            preset="smoke", root=str(real_root), runs=str(tmp_path / name / "runs"),
+                            results=str(tmp_path / name / "results.csv"), device="cpu",
+                            progress=False, threads=1, workers=workers)
+
+    inline, procs = grid("inline", 0), grid("procs", 2)
+    recipe, count = preset_recipe("smoke")
+    experts = B._experts_folder(inline, "breastmnist")
+    train_experts("breastmnist", experts, count, recipe, root=str(real_root), seed=0, device="cpu",
+                  progress=False, workers=0, threads=1)
+    shutil.copytree(experts, B._experts_folder(procs, "breastmnist"))
+    want = B.run_grid(inline)
+    got = B.run_grid(procs)
+    assert got["method"].tolist() == ["random", "ptm", "random@ptm"]
+    pd.testing.assert_frame_equal(got[METRIC_COLUMNS], want[METRIC_COLUMNS])
