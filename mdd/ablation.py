@@ -193,9 +193,48 @@ def summary_markdown(table: pd.DataFrame, reference: str, metric: str = "val_auc
              "| image movement, 2nd half (σ) | α last | re-seeded |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in s.itertuples():
-        mean = "n/a" if r.mean is None else f"{r.mean:.3f} ± {r.std:.3f}"
-        diff = "—" if r.diff is None else r.ci
+        mean = "n/a" if pd.isna(r.mean) else f"{r.mean:.3f} ± {r.std:.3f}"
+        diff = "—" if pd.isna(r.diff) else r.ci
         lines.append(f"| {r.flag} | {r.ipc} | {r.variant} | {r.seeds} | {mean} | {diff} | "
                      f"{r.t_ci or '—'} | {r.dx_second_half:.2f} | {r.alpha_last:.2e} | "
                      f"{r.replaced:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def decide_defaults(table: pd.DataFrame, reference: str, reverts: list[str],
+                    metric: str = "val_auc") -> pd.DataFrame:
+    """The stated rule for defaults: the reference's choice stays unless reverting it
+    raises the mean paired ``metric`` on **every** dataset (each dataset's difference is
+    the mean over its ipc cells of the mean paired difference over seeds). Fixed before
+    the ablation ran, so no single noisy cell can flip a default.
+
+    Returns one row per reverted variant: its per-flag differences, the verdict and
+    the number of paired runs behind it.
+    """
+    s = summary_table(table, reference, metric)
+    rows = []
+    for variant in reverts:
+        v = s[(s.variant == variant) & s["diff"].notna()]
+        per_flag = v.groupby("flag")["diff"].mean().to_dict()
+        flags = sorted(table.flag.unique())
+        covered = all(f in per_flag for f in flags)
+        revert = covered and all(per_flag[f] > 0 for f in flags)
+        rows.append({"variant": variant, **{f"diff_{f}": per_flag.get(f) for f in flags},
+                     "runs": int(v.seeds.sum()),
+                     "default": "revert to v1" if revert else
+                     (f"keep {reference}" if covered else "undecided (a dataset is missing)")})
+    return pd.DataFrame(rows)
+
+
+def defaults_markdown(table: pd.DataFrame, reference: str, reverts: list[str],
+                      metric: str = "val_auc") -> str:
+    """:func:`decide_defaults` as a Markdown table."""
+    d = decide_defaults(table, reference, reverts, metric)
+    flags = [c[len("diff_"):] for c in d.columns if c.startswith("diff_")]
+    head = "| reverted choice | " + " | ".join(f"Δ {metric}, {f}" for f in flags) + \
+        " | paired runs | default |"
+    lines = [head, "|" + "---|" * (len(flags) + 3)]
+    for r in d.to_dict("records"):
+        cells = ["n/a" if pd.isna(r[f"diff_{f}"]) else f"{r[f'diff_{f}']:+.3f}" for f in flags]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['runs']} | {r['default']} |")
     return "\n".join(lines) + "\n"

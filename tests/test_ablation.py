@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mdd.ablation import AblationConfig, read_table, run_ablation, summary_markdown, summary_table
+from mdd.ablation import (AblationConfig, decide_defaults, defaults_markdown, read_table,
+                          run_ablation, summary_markdown, summary_table)
 
 
 def test_two_variants_two_seeds_inline(distill_env, tmp_path: Path) -> None:
@@ -45,3 +46,21 @@ def test_summary_pairs_by_seed() -> None:
 def test_a_config_needs_variants() -> None:
     with pytest.raises(ValueError, match="variant"):
         AblationConfig(name="x", reference="v2", variants={})
+
+
+def test_defaults_revert_only_when_every_dataset_gains() -> None:
+    rows = []
+    for flag, gain in (("a", 0.02), ("b", -0.01)):
+        for seed in (0, 1):
+            rows += [{"flag": flag, "ipc": 2, "variant": "v2", "seed": seed, "val_auc": 0.8},
+                     {"flag": flag, "ipc": 2, "variant": "x", "seed": seed, "val_auc": 0.8 + gain},
+                     {"flag": flag, "ipc": 2, "variant": "y", "seed": seed, "val_auc": 0.81}]
+    t = pd.DataFrame(rows)
+    for c in ("dx_second_half", "alpha_last", "replaced"):
+        t[c] = 0.0
+    d = decide_defaults(t, "v2", ["x", "y", "z"]).set_index("variant")
+    assert d.loc["x", "default"] == "keep v2"          # gains on a, loses on b
+    assert d.loc["y", "default"] == "revert to v1"     # gains on both
+    assert d.loc["z", "default"].startswith("undecided")
+    assert d.loc["x", "diff_a"] == pytest.approx(0.02)
+    assert "revert to v1" in defaults_markdown(t, "v2", ["y"])
