@@ -1,0 +1,90 @@
+"""Val curves that size the cpu preset (issue: benchmark v2, item 1).
+
+MTT and PTM+DOM at the cpu preset, carried to ``LONG`` = 3× the preset's iterations with
+a val evaluation every 25 (PTM keeps the preset's stage length, so the first 150
+iterations are the preset's run), 3 seeds, BreastMNIST and PneumoniaMNIST at ipc 2 and
+10. Val only (ablation cells, :mod:`mdd.ablation`); the plateau rule of
+:mod:`mdd.curves` turns the curves into the preset's budget. Resumable: run rows land in
+``results/ablations/preset_curves.csv`` as cells finish, every val evaluation of the runs
+found in ``results/ablations/preset_curves_evals.csv``, the plateau table and the budget
+in ``results/ablations/preset_curves.md``.
+
+    MDD_DATA=../shared/medmnist python benchmarks/preset_curves.py [ipc2|ipc10 ...]
+    python benchmarks/preset_curves.py --report      # tables from the runs found, no runs
+
+Cost measured on engine v2 (2 cores, one run per core): an ipc 2 run of 150 iterations
+is about 4.5 min wall, an ipc 10 run about 18 min; 3× as long here.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+from mdd import curves
+from mdd.ablation import AblationConfig, run_ablation
+from mdd.distill_config import PRESETS
+from mdd.io import write_text
+
+CPU = PRESETS["cpu"]
+LONG = 3 * CPU["iterations"]
+#: The preset's own stage length, kept fixed so a long run extends the last stage.
+LONG_RUN = dict(iterations=LONG, eval_every=CPU["eval_every"],
+                stage_iterations=CPU["iterations"] // CPU["num_stages"])
+METHODS = ["mtt", "ptm+dom"]
+FLAGS = ["breastmnist", "pneumoniamnist"]
+SEEDS = [0, 1, 2]
+BLOCKS = {"ipc2": 2, "ipc10": 10}
+NAME = "preset_curves"
+RESULTS = Path("results/ablations")
+RUNS = "runs/ablations"
+
+
+def config(ipc: int) -> AblationConfig:
+    return AblationConfig(name=NAME, reference="ptm+dom", root=os.environ.get("MDD_DATA"),
+                          results=str(RESULTS), runs=RUNS, flags=FLAGS, ipcs=[ipc], seeds=SEEDS,
+                          variants={m: {"method": m, **LONG_RUN} for m in METHODS})
+
+
+def report() -> None:
+    where = curves.curve_runs(RUNS, NAME, FLAGS, list(BLOCKS.values()), METHODS, SEEDS)
+    c = curves.read_curves(where)
+    if not len(c):
+        print("no curve runs found under", Path(RUNS) / NAME)
+        return
+    write_text(RESULTS / f"{NAME}_evals.csv", c.to_csv(index=False))
+    p = curves.plateau_table(c)
+    budget = curves.preset_budget(p)
+    text = ["# Val curves that size the cpu preset", "",
+            f"MTT and PTM+DOM carried to {LONG} iterations (the cpu preset's "
+            f"{CPU['iterations']} × 3, PTM's stage length kept at {LONG_RUN['stage_iterations']}), "
+            f"val AUC every {CPU['eval_every']} iterations, mean over seeds. Rule, stated "
+            "before the curves (mdd.curves): a cell's plateau is the first iteration whose "
+            "mean val AUC is within 0.005 of its best; the preset's budget is the largest "
+            "plateau over all cells.", "",
+            "Command: `MDD_DATA=../shared/medmnist python benchmarks/preset_curves.py`", "",
+            p.to_markdown(index=False, floatfmt=".3f"), "",
+            f"Budget by the rule: **{budget} iterations** (from the cells above; cells with "
+            "fewer than 3 seeds or missing are not yet evidence)."]
+    write_text(RESULTS / f"{NAME}.md", "\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+def main(blocks: list[str]) -> None:
+    for block in blocks:
+        run_ablation(config(BLOCKS[block]))
+        report()
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["--report"]:
+        report()
+    else:
+        unknown = [a for a in args if a not in BLOCKS]
+        if unknown:
+            print(f"preset_curves: unknown block(s) {unknown}; choose from {list(BLOCKS)} or --report",
+                  file=sys.stderr)
+            sys.exit(2)
+        main(args or list(BLOCKS))

@@ -1,0 +1,45 @@
+"""Val curves that size a preset (mdd.curves): the plateau rule and the figure."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from mdd import curves
+
+matplotlib.use("Agg")
+
+
+def _curve(flag: str, method: str, seed: int, values: list[float]) -> list[dict]:
+    return [{"flag": flag, "ipc": 2, "method": method, "seed": seed, "iteration": 25 * k,
+             "auc_mean": v, "bacc_mean": v, "acc_mean": v, "alpha": 0.01}
+            for k, v in enumerate(values)]
+
+
+def test_plateau_is_the_first_iteration_within_tol_of_the_best() -> None:
+    rows = (_curve("a", "mtt", 0, [0.5, 0.70, 0.80, 0.812, 0.815, 0.80])
+            + _curve("a", "mtt", 1, [0.5, 0.72, 0.82, 0.818, 0.815, 0.81])
+            + _curve("a", "ptm", 0, [0.9, 0.60, 0.70, 0.74, 0.78, 0.80]))
+    p = curves.plateau_table(pd.DataFrame(rows), tol=0.005).set_index("method")
+    # mtt means: 0.71, 0.81, 0.815, 0.815, 0.805 → best 0.815 at 75; 0.81 is within 0.005
+    assert p.loc["mtt", "best_iteration"] == 75
+    assert p.loc["mtt", "plateau_iteration"] == 50
+    assert p.loc["mtt", "seeds"] == 2
+    # the initialisation (iteration 0) is no candidate, however high
+    assert p.loc["ptm", "best_iteration"] == 125 == p.loc["ptm", "plateau_iteration"]
+    assert curves.preset_budget(p.reset_index()) == 125
+
+
+def test_read_curves_and_figure(tmp_path: Path) -> None:
+    run = tmp_path / "breastmnist-ipc2-mtt-s0"
+    run.mkdir()
+    (run / "evals.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "auc_mean": 0.5 + i / 1000, "bacc_mean": 0.5, "acc_mean": 0.6,
+                    "alpha": 0.01}) + "\n" for i in (0, 25, 50)))
+    where = curves.curve_runs(tmp_path.parent, tmp_path.name, ["breastmnist"], [2], ["mtt", "ptm"], [0])
+    c = curves.read_curves(where)                 # the missing ptm run is skipped
+    assert list(c["iteration"]) == [0, 25, 50] and set(c["method"]) == {"mtt"}
+    fig = curves.curves_figure(c, curves.plateau_table(c), budget=50, title="t")
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "breastmnist, ipc 2"
