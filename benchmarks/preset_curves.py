@@ -26,6 +26,7 @@ from mdd import curves
 from mdd.ablation import AblationConfig, run_ablation
 from mdd.distill_config import PRESETS
 from mdd.io import write_text
+from mdd.viz import markdown_table
 
 CPU = PRESETS["cpu"]
 LONG = 3 * CPU["iterations"]
@@ -64,7 +65,7 @@ def report() -> None:
             "mean val AUC is within 0.005 of its best; the preset's budget is the largest "
             "plateau over all cells.", "",
             "Command: `MDD_DATA=../shared/medmnist python benchmarks/preset_curves.py`", "",
-            p.to_markdown(index=False, floatfmt=".3f"), "",
+            markdown_table(p, ".3f"), "",
             f"Budget by the rule: **{budget} iterations** (from the cells above; cells with "
             "fewer than 3 seeds or missing are not yet evidence)."]
     write_text(RESULTS / f"{NAME}.md", "\n".join(text) + "\n")

@@ -25,7 +25,6 @@ import math
 import os
 from collections.abc import Mapping
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -91,7 +90,8 @@ def curves_figure(curves: pd.DataFrame, plateaus: pd.DataFrame | None = None,
     n = max(1, len(cells))
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    from .viz import new_figure
+    fig, axes = new_figure(rows, cols, figsize=(5.2 * cols, 3.6 * rows))
     means = mean_curves(curves, metric)
     for ax, (flag, ipc) in zip(axes.flat, cells):
         sub = curves[(curves["flag"] == flag) & (curves["ipc"] == ipc)]
