@@ -180,3 +180,43 @@ def summary_markdown(result: dict) -> str:
     parts.append("\n## Threat model\n\n" + result["threat_model"] + "\n")
     parts.append("\n## Limits\n\n" + "".join(f"- {t}\n" for t in result["limits"]))
     return "\n".join(parts)
+
+
+def overview_row(result: dict) -> dict[str, Any]:
+    """One audit in one row: how many synthetic images have their own init as nearest
+    training image (pixel / SSIM / feature), the pixel DCR against the test yardstick,
+    the headline attack on the distilled set and on the two real references."""
+    near, dcr = result["nearest"], result["dcr"]
+    refs = {k: v["mia"] for k, v in (result.get("references") or {}).items()}
+    counts = near["nearest_is_init_counts"]
+    row = {"flag": result["flag"], "ipc": result["ipc"], "method": result["method"],
+           "selected_iteration": result.get("selected_iteration"),
+           "n_images": result["n_images"],
+           "own_init_nearest": f"{counts['pixel']} / {counts['ssim']} / {counts['feature']}",
+           "dcr_min": dcr["synthetic"]["min"], "dcr_test_p5": dcr["test_p5"],
+           "below_test_p5": dcr["n_below_test_p5"], "exact_copies": dcr["n_exact_copies"],
+           "mia_attack": result["mia"]["attack"], "mia_auc": _ci(result["mia"].get("auc"), result["mia"].get("auc_ci")),
+           "mia_tpr_at_1pct_fpr": result["mia"].get("tpr_at_1pct_fpr"),
+           "mia_auc_seeds": (result["mia"].get("seeds") or {}).get("auc"),
+           "test_acc": result["mia"].get("test_acc_mean")}
+    for name, m in refs.items():
+        row[f"{name}_auc"] = m.get("auc")
+        row[f"{name}_auc_seeds"] = (m.get("seeds") or {}).get("auc")
+    return row
+
+
+def overview_markdown(results: list[dict]) -> str:
+    """:func:`overview_row` of several audits as one Markdown table (the README's)."""
+    f = lambda v, fmt=".3f": "n/a" if v is None else format(v, fmt)   # noqa: E731
+    rows = [overview_row(r) for r in results]
+    header = ["dataset", "ipc", "distilled set", "own init nearest (pixel / SSIM / feature)",
+              "synthetic → train DCR min (test → train p5)", "below test p5 (exact copies)",
+              "MIA AUC [95 % CI]", "TPR @ 1 % FPR", "MIA AUC on its seed images",
+              "random subset: MIA AUC, on its images", "full data: MIA AUC"]
+    body = [[r["flag"], r["ipc"], r["method"], f"{r['own_init_nearest']} of {r['n_images']}",
+             f"{f(r['dcr_min'])} ({f(r['dcr_test_p5'])})",
+             f"{r['below_test_p5']} ({r['exact_copies']})", f"{r['mia_auc']} ({r['mia_attack']})",
+             f(r["mia_tpr_at_1pct_fpr"]), f(r["mia_auc_seeds"]),
+             f"{f(r.get('random_auc'))}, {f(r.get('random_auc_seeds'))}", f(r.get("full_auc"))]
+            for r in rows]
+    return _table(header, body)

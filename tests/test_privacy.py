@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mdd
-from mdd import data as mdata, privacy, privacy_metrics as pm
+from mdd import data as mdata, privacy, privacy_metrics as pm, privacy_report
 from mdd.artifact import save_distilled
 from mdd.baselines import random_subset
 from mdd.cli import main
@@ -88,6 +88,12 @@ def test_training_images_are_flagged_with_dcr_zero_and_match_the_random_referenc
     assert mdd.audit(art, root=root, cache=tmp_path / "cache", **SMALL)["seconds"] == res["seconds"]
     again = mdd.audit(art, root=root, cache=tmp_path / "cache", reuse=False, figures=False, **SMALL)
     assert again["mia"]["attacks"] == res["mia"]["attacks"]
+    # the README's one-row-per-audit overview
+    row = privacy_report.overview_row(res)
+    assert row["own_init_nearest"] == "4 / 4 / 4" and row["exact_copies"] == 4
+    assert row["random_auc"] == res["references"]["random"]["mia"]["auc"]
+    table = privacy_report.overview_markdown([res, res]).splitlines()
+    assert len(table) == 4 and "4 / 4 / 4 of 4" in table[2]
 
 
 def test_copies_of_other_images_are_not_flagged_and_reseeds_before_selection_count(fake, tmp_path):
