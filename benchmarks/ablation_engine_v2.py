@@ -52,7 +52,8 @@ BLOCKS = {"breast2": dict(flags=["breastmnist"], ipcs=[2]),
 STEPS = [("breast2", [0, 1], ["v2", "v1"]), ("pneu2", [0], ["v2", "v1"]),
          ("ipc10", [0], ["v2", "v1"]), ("breast2", [2], ["v2", "v1"]),
          ("breast2", [0], LOO), ("pneu2", [0], LOO), ("pneu2", [1, 2], ["v2", "v1"]),
-         ("ipc10", [0], ["dom-v1"]), ("breast2", [1, 2], LOO), ("pneu2", [1, 2], LOO)]
+         ("ipc10", [0], ["dom-v1"]), ("breast2", [1, 2], LOO), ("pneu2", [1, 2], LOO),
+         ("ipc10", [0], ["v1-optimiser", "epoch-unit", "compose-aug"])]
 RESULTS = Path("results/ablations")
 
 
