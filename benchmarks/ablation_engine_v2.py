@@ -28,6 +28,7 @@ import pandas as pd
 from mdd.ablation import (AblationConfig, defaults_markdown, read_table, run_ablation, run_cell,
                           summary_markdown)
 from mdd.distill_config import V1
+from mdd.io import write_text
 
 #: The first engine's preset positions, in its unit (epochs).
 EPOCHS = dict(unit="epochs", first_target=2, max_target=8, span=2, max_start=8, max_start_init=1)
@@ -80,7 +81,7 @@ def report() -> None:
             "ipc cells of the mean paired difference over seeds). `v1` (everything reverted "
             "at once) is reported, not decided on.", "",
             defaults_markdown(table, "v2", LOO)]
-    (RESULTS / "engine_v2.md").write_text("\n".join(text))
+    write_text(RESULTS / "engine_v2.md", "\n".join(text))
 
 
 def config(block: str, seeds: list[int], variants: list[str]) -> AblationConfig:
@@ -99,8 +100,13 @@ def main(blocks: list[str]) -> None:
 def rerun(spec: str) -> None:
     """Run ``BLOCK:SEEDS:VARIANTS`` (e.g. ``breast2:0,1:v2,v1``) again, side by side, and
     print each cell's val AUC beside the recorded one."""
-    block, seeds, variants = spec.split(":")
-    cfg = config(block, [int(s) for s in seeds.split(",")], variants.split(","))
+    try:
+        block, seeds, variants = spec.split(":")
+        cfg = config(block, [int(s) for s in seeds.split(",")], variants.split(","))
+    except (ValueError, KeyError) as e:
+        print(f"ablation_engine_v2: --rerun wants BLOCK:SEEDS:VARIANTS with a block of {list(BLOCKS)} "
+              f"and variants of {list(VARIANTS)}, got {spec!r} ({e})", file=sys.stderr)
+        sys.exit(2)
     recorded = read_table(cfg.csv).set_index(["flag", "ipc", "variant", "seed"])["val_auc"]
     with cf.ProcessPoolExecutor(min(2, len(cfg.cells())), mp_context=mp.get_context("spawn")) as pool:
         for cell, row in zip(cfg.cells(), pool.map(run_cell, [cfg] * len(cfg.cells()),
@@ -113,6 +119,6 @@ def rerun(spec: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--rerun"]:
-        rerun(sys.argv[2])
+        rerun(sys.argv[2] if len(sys.argv) > 2 else "")
     else:
         main(sys.argv[1:] or list(BLOCKS))

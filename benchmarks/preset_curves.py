@@ -21,7 +21,6 @@ import os
 import sys
 from pathlib import Path
 
-
 from mdd import curves
 from mdd.ablation import AblationConfig, run_ablation
 from mdd.distill_config import PRESETS

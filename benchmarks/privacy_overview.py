@@ -9,7 +9,6 @@ writes ``results/privacy/overview.md``.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,18 +20,22 @@ from mdd.privacy_report import overview_markdown
 RESULTS = Path("results/privacy")
 
 
+def fail(message: str) -> None:
+    print(f"privacy_overview: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(runs: list[str]) -> None:
     results = []
     for run in runs:
-        folder = load_distilled(run).path / AUDIT_DIR
+        try:
+            folder = load_distilled(run).path / AUDIT_DIR
+        except (OSError, ValueError) as e:
+            fail(f"{run} is not a distilled set or run folder ({e})")
         if not (folder / "audit.json").is_file():
-            print(f"privacy_overview: no audit in {folder}: run `mdd audit --distilled {run}` first",
-                  file=sys.stderr)
-            sys.exit(2)
-        keep = RESULTS / Path(run).name
-        keep.mkdir(parents=True, exist_ok=True)
+            fail(f"no audit in {folder}: run `mdd audit --distilled {run}` first")
         for name in ("audit.json", "summary.md"):
-            shutil.copyfile(folder / name, keep / name)
+            write_text(RESULTS / Path(run).name / name, (folder / name).read_text())
         results.append(read_json(folder / "audit.json"))
     results.sort(key=lambda r: (r["flag"], r["ipc"], r["method"]))
     text = ("# Privacy audits\n\nCommand: `python benchmarks/privacy_overview.py "

@@ -212,11 +212,11 @@ def decide_defaults(table: pd.DataFrame, reference: str, reverts: list[str],
     the number of paired runs behind it.
     """
     s = summary_table(table, reference, metric)
+    flags = sorted(table.flag.unique())
     rows = []
     for variant in reverts:
         v = s[(s.variant == variant) & s["diff"].notna()]
         per_flag = v.groupby("flag")["diff"].mean().to_dict()
-        flags = sorted(table.flag.unique())
         covered = all(f in per_flag for f in flags)
         revert = covered and all(per_flag[f] > 0 for f in flags)
         rows.append({"variant": variant, **{f"diff_{f}": per_flag.get(f) for f in flags},

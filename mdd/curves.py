@@ -128,4 +128,3 @@ def curve_runs(root: str | os.PathLike, name: str, flags: list[str], ipcs: list[
     the methods), whether or not they exist yet."""
     return {(f, i, m, s): os.path.join(root, name, f"{f}-ipc{i}-{m}-s{s}")
             for f in flags for i in ipcs for m in methods for s in seeds}
-
