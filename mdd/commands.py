@@ -142,7 +142,7 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
             ("init", "real (random subset) | noise | real-correct (images the expert gets right)"),
             ("select", "val metric that picks the reported images (default auc, ties by "
                        "balanced accuracy: the protocol; acc only for ablations)"),
-            ("mode", "how the unroll is differentiated (default auto: by memory)"),
+            ("mode", "how the unroll is differentiated (default auto: the faster, timed at the first iteration)"),
             ("image_opt", "image optimiser (default adam; sgd: momentum, engine v1)"),
             ("alpha_opt", "optimiser of log α (default adam)"),
             ("alpha_init_rule", "α₀: fixed (--alpha-init) | expert | search (default)"),

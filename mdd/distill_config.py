@@ -66,8 +66,8 @@ class DistillConfig:
     augment: bool = True
     augment_mode: str = "dsa"                # dsa (one op per call) | compose (all of them),
                                              # in the unroll and the val/test networks
-    mode: str = "auto"                       # adjoint | unrolled | auto (by memory)
-    unrolled_memory_gb: float = 2.0          # auto: unrolled when it needs less than this
+    mode: str = "auto"                       # adjoint | unrolled | auto (timed: mdd.mode_choice)
+    unrolled_memory_gb: float = 2.0          # auto: unrolled only when it needs less than this
     compile: bool | None = None              # torch.compile the adjoint's reverse step
                                              # (None: whenever the mode is adjoint)
     threads: int | None = None               # torch threads (None: leave as is)

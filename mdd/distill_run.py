@@ -31,6 +31,7 @@ from .experts import versions
 from .io import atomic_path, remove_partial_writes, strict, write_json
 from .locks import folder_lock
 from .matching import MatchProblem, MatchResult, Student, compile_kernels, match
+from .mode_choice import ModeChoice, as_dict, cached, measure, remember, shape_key
 from .optim import rms, warmup_lr
 from .run_folder import RunLog, read_dom_events
 from .run_setup import (TrajectoryCache, check_data, check_experts, estimate_unrolled_bytes,
@@ -69,15 +70,25 @@ class DistillRun(RunState):
         self.dom_space = DomSpace(cfg, self.student, self.traj, self.experts, self.data)
         self.m = cfg.ipc * self.data.num_classes
         batch = self.m if cfg.batch_syn is None else min(cfg.batch_syn, self.m)
-        self.mode = cfg.mode
-        if self.mode == "auto":
-            need = estimate_unrolled_bytes(batch, max(self._max_steps(), 1), self.student.width,
-                                           cfg.size)
-            self.mode = "unrolled" if need <= cfg.unrolled_memory_gb * 2**30 else "adjoint"
+        self.mode_key = shape_key(self.device, batch, max(self._max_steps(), 1), self.student.width,
+                                  self.data.train.x.shape[1], cfg.size, self.data.num_classes)
+        self.mode_choice = self._initial_mode(batch)
+        self.mode = self.mode_choice.mode   # "auto": measured at the first iteration
         # compiled: exact like eager, ~1.3x faster on the benchmark config; the first
         # iteration pays the compilation (about a minute on 2 cores, seconds once cached)
         want = cfg.compile if cfg.compile is not None else True
-        self.kernels = compile_kernels(self.student) if want and self.mode == "adjoint" else None
+        self.kernels = compile_kernels(self.student) if want and self.mode != "unrolled" else None
+
+    def _initial_mode(self, batch: int) -> ModeChoice:
+        """The configured mode; adjoint where unrolled would not fit; a cached measurement;
+        or ``auto``, to be measured (mdd.mode_choice)."""
+        cfg = self.cfg
+        if cfg.mode != "auto":
+            return ModeChoice(cfg.mode, "config")
+        need = estimate_unrolled_bytes(batch, max(self._max_steps(), 1), self.student.width, cfg.size)
+        if need > cfg.unrolled_memory_gb * 2**30:
+            return ModeChoice("adjoint", "memory")
+        return cached(self.mode_key) or ModeChoice("auto", "pending")
 
     def _max_steps(self) -> int:
         if isinstance(self.schedule, PTMSchedule):
@@ -105,8 +116,19 @@ class DistillRun(RunState):
     def compute(self, prob: MatchProblem) -> MatchResult:
         """The matching loss and gradients (a seam the tests use to inject failures)."""
         labels = self.labels if self.label_logits is None else self.label_logits
-        return match(self.student, self.images, labels, self.log_alpha, prob, self.augment,
-                     self.mode, self.kernels)
+
+        def call(mode: str) -> MatchResult:
+            return match(self.student, self.images, labels, self.log_alpha, prob, self.augment,
+                         mode, self.kernels)
+
+        if self.mode != "auto":
+            return call(self.mode)
+        self.mode_choice, res = measure(call)
+        self.mode = self.mode_choice.mode
+        remember(self.mode_key, self.mode_choice)
+        if self.mode != "adjoint":
+            self.kernels = None
+        return res
 
     # ------------------------------------------------------------------ similarity / DOM
     def similarity(self) -> tuple[dict, float, float]:
@@ -400,7 +422,8 @@ class DistillRun(RunState):
                                            "test_seeds", "lr", "n_train", "models", "epochs")},
                    "selection": selection, "last": last_fields, "protocol": proto,
                    "counters": self.counters, "distill_seconds": round(self.elapsed, 2),
-                   "mode": self.mode, "out": str(self.out),
+                   "mode": self.mode, "mode_choice": as_dict(self.mode_choice),
+                   "out": str(self.out),
                    "artifact": str(self.out / ARTIFACT_DIR)}
         summary = strict(summary)
         write_json(self.out / RESULT, summary)

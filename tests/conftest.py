@@ -35,6 +35,12 @@ def write_fake_npz(path: Path, n: dict[str, int], size: int = 28, channels: int 
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def private_mode_cache(tmp_path_factory, monkeypatch):
+    """Runs remember their timed mode choice (mdd.mode_choice): in a test, not in ~/.cache."""
+    monkeypatch.setenv("MDD_CACHE", str(tmp_path_factory.getbasetemp() / "mdd-cache"))
+
+
 @pytest.fixture
 def patched_info(monkeypatch):
     """A private deep copy of INFO that tests may edit; mdd.data reads through it."""
