@@ -52,7 +52,9 @@ def test_cache_round_trip_and_a_broken_cache_is_measured_again(tmp_path, monkeyp
     assert mc.cached(key).mode == "unrolled"
 
 
-def test_a_run_records_its_choice_and_the_next_run_reads_the_cache(distill_env, tmp_path: Path):
+def test_a_run_records_its_choice_and_the_next_run_reads_the_cache(distill_env, tmp_path: Path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("MDD_CACHE", str(tmp_path / "cache"))   # empty: other tests' runs filled the shared one
     first = distill(distill_cfg(distill_env, tmp_path / "a", method="mtt"))
     assert first["mode"] == "unrolled" and first["mode_choice"]["source"] == "small"
     second = distill(distill_cfg(distill_env, tmp_path / "b", method="mtt"))
