@@ -36,6 +36,7 @@ machine perturbs less). Usage::
 
     .venv/bin/python benchmarks/bench_distill.py [--shapes 10x3x32 2x1x28] [--ipcs 1 2 10]
         [--modes adjoint,unrolled,compiled] [--steps 20] [--repeats 2] [--threads 1] [--json F]
+    .venv/bin/python benchmarks/bench_distill.py --report OUT.md RESULT.json ...
 """
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ def reference_iteration(net: ConvNet, layout: ParamLayout, images: torch.Tensor,
     grads = x.grad.clone(), (syn_lr.grad * syn_lr).detach()
     torch.optim.SGD([x], lr=100.0, momentum=0.5).step()
     torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5).step()
-    return float(loss), *grads
+    return float(loss.detach()), *grads
 
 
 def mdd_iteration(student: Student, images: torch.Tensor, labels: torch.Tensor,
@@ -370,5 +371,24 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def report(paths: list[str], out: str) -> None:
+    """One Markdown file from several ``--json`` results (e.g. one process per shape)."""
+    parts = []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        c = result["config"]
+        parts.append(f"`{path}`: torch {c['torch']}, {c['threads']} thread(s), N = {c['steps']}, "
+                     f"width {c['width']}, augmentation {'on' if c.get('augment', True) else 'off'}, "
+                     f"best of {c['repeats']} repeats\n\n{table(result['problems'])}")
+    write_text(Path(out), "# Matching iteration: mdd against the classic MTT loop\n\n"
+               + "\n\n".join(parts) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--report"]:   # --report OUT.md IN.json ...
+        if len(sys.argv) < 4:
+            print("bench_distill: --report wants OUT.md and at least one --json result", file=sys.stderr)
+            sys.exit(2)
+        report(sys.argv[3:], sys.argv[2])
+    else:
+        main()
