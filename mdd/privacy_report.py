@@ -199,10 +199,18 @@ def overview_row(result: dict) -> dict[str, Any]:
            "mia_tpr_at_1pct_fpr": result["mia"].get("tpr_at_1pct_fpr"),
            "mia_auc_seeds": (result["mia"].get("seeds") or {}).get("auc"),
            "test_acc": result["mia"].get("test_acc_mean")}
+    row["distance_auc_seeds"] = _distance_auc_seeds(result["mia"])
     for name, m in refs.items():
         row[f"{name}_auc"] = m.get("auc")
         row[f"{name}_auc_seeds"] = (m.get("seeds") or {}).get("auc")
+        row[f"{name}_distance_auc_seeds"] = _distance_auc_seeds(m)
     return row
+
+
+def _distance_auc_seeds(mia: dict) -> float | None:
+    """AUC of the attack on the released images themselves (pixel distance to the nearest
+    one), against the set's seed images: does the set give its seeds away without any network?"""
+    return (((mia.get("attacks") or {}).get("distance") or {}).get("seeds") or {}).get("auc")
 
 
 def overview_markdown(results: list[dict]) -> str:
@@ -211,12 +219,13 @@ def overview_markdown(results: list[dict]) -> str:
     rows = [overview_row(r) for r in results]
     header = ["dataset", "ipc", "distilled set", "own init nearest (pixel / SSIM / feature)",
               "synthetic → train DCR min (test → train p5)", "below test p5 (exact copies)",
-              "MIA AUC [95 % CI]", "TPR @ 1 % FPR", "MIA AUC on its seed images",
-              "random subset: MIA AUC, on its images", "full data: MIA AUC"]
+              "MIA AUC [95 % CI]", "TPR @ 1 % FPR", "MIA AUC on its seed images (networks / pixel distance)",
+              "random subset: MIA AUC, on its images (networks / pixel distance)", "full data: MIA AUC"]
     body = [[r["flag"], r["ipc"], r["method"], f"{r['own_init_nearest']} of {r['n_images']}",
              f"{f(r['dcr_min'])} ({f(r['dcr_test_p5'])})",
              f"{r['below_test_p5']} ({r['exact_copies']})", f"{r['mia_auc']} ({r['mia_attack']})",
-             f(r["mia_tpr_at_1pct_fpr"]), f(r["mia_auc_seeds"]),
-             f"{f(r.get('random_auc'))}, {f(r.get('random_auc_seeds'))}", f(r.get("full_auc"))]
+             f(r["mia_tpr_at_1pct_fpr"]), f"{f(r['mia_auc_seeds'])} / {f(r['distance_auc_seeds'])}",
+             f"{f(r.get('random_auc'))}, {f(r.get('random_auc_seeds'))} / "
+             f"{f(r.get('random_distance_auc_seeds'))}", f(r.get("full_auc"))]
             for r in rows]
     return _table(header, body)

@@ -92,6 +92,8 @@ def test_training_images_are_flagged_with_dcr_zero_and_match_the_random_referenc
     row = privacy_report.overview_row(res)
     assert row["own_init_nearest"] == "4 / 4 / 4" and row["exact_copies"] == 4
     assert row["random_auc"] == res["references"]["random"]["mia"]["auc"]
+    # four exact copies of their seeds: the pixel-distance attack finds them all
+    assert row["distance_auc_seeds"] == res["mia"]["attacks"]["distance"]["seeds"]["auc"] == 1.0
     table = privacy_report.overview_markdown([res, res]).splitlines()
     assert len(table) == 4 and "4 / 4 / 4 of 4" in table[2]
 
