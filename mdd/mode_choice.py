@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -107,7 +107,3 @@ def measure(call: Callable[[str], T], small_s: float = SMALL_S) -> tuple[ModeCho
     if t_adjoint < t_unrolled:
         return ModeChoice("adjoint", "measured", seconds), adjoint
     return ModeChoice("unrolled", "measured", seconds), unrolled
-
-
-def as_dict(choice: ModeChoice) -> dict:
-    return asdict(choice)
