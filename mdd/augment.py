@@ -18,6 +18,7 @@ have a laterality a flip would break).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import kornia.augmentation as K
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 MODES = ("dsa", "compose")
+_SEEDED = threading.Lock()   # seeded calls reseed the global generator (Augment.forward)
 
 #: Flags whose images keep their meaning under a left-right flip.
 FLIP_OK = frozenset({"pathmnist", "dermamnist", "octmnist", "retinamnist", "breastmnist",
@@ -116,6 +118,8 @@ class Augment(nn.Module):
         if seed is None:
             return op(x)
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        # fork_rng + manual_seed reseed the global generator: one seeded call at a time,
+        # or two matching problems on two threads would draw each other's parameters
+        with _SEEDED, torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             return op(x)

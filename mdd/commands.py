@@ -168,6 +168,9 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the adjoint's reverse step (default: in adjoint mode)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="run the adjoint eager")
+    p.add_argument("--val-background", dest="val_background", action="store_true", default=None,
+                   help="val evaluations in a background process (same numbers; uses a second "
+                        "core for a single run, not worth it beside other jobs)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 on CUDA (faster; matching gradients lose precision)")
     p.add_argument("--no-augment", action="store_true", help="no augmentation in the unroll")

@@ -142,6 +142,8 @@ _CLI_FIELDS: dict[str, tuple[type, str]] = {
     "dom_every": (int, "DOM: P, iterations between checks"),
     "retrain_iterations": (int, "DOM: R, retraining iterations"),
     "skip_loss_above": (float, "skip updates whose loss exceeds this (DATM)"),
+    "experts_per_iteration": (int, "matching problems averaged per iteration, one thread "
+                                   "each (2 uses both cores with --threads 1)"),
     "eval_every": (int, "iterations between val evaluations"),
     "val_models": (int, "networks per val evaluation"),
     "val_epochs": (int, "epochs per val evaluation"),

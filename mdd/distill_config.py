@@ -45,6 +45,8 @@ class DistillConfig:
     # -- student unroll
     steps: int = 20                          # N, unrolled student steps
     batch_syn: int | None = None             # images per step; None: all of them
+    experts_per_iteration: int = 1           # matching problems averaged per iteration
+                                             # (one thread each: use both cores)
     init: str = "real"                       # real (seeded random subset) | noise |
                                              # real-correct (images the expert gets right)
     # -- outer optimisation (mdd.optim; engine v2: Adam, α calibrated before images move)
@@ -114,6 +116,9 @@ class DistillConfig:
                                              # auc (ties: balanced acc; the protocol) | acc
     select_init: bool = False                # is iteration 0 (the init) a candidate?
     eval_every: int = 50
+    val_background: bool = False             # val evaluations in a background process
+                                             # (mdd.val_worker): same numbers, off the
+                                             # matching's critical path
     val_models: int = 3                      # ≥ 3, trained as the test networks are
     val_epochs: int | None = None            # None: test_epochs (the protocol)
     test_models: int = 5
@@ -164,7 +169,8 @@ V1: dict[str, Any] = dict(image_opt="sgd", lr_images=100.0, lr_images_warmup=0, 
 #: Fields that do not change what a run computes (a run folder may be resumed with
 #: other values of these).
 NON_IDENTITY = ("out", "root", "device", "progress", "checkpoint_every_s", "checkpoint_every",
-                "tuned_malloc", "threads", "compile", "mode", "unrolled_memory_gb", "tf32")
+                "tuned_malloc", "threads", "compile", "mode", "unrolled_memory_gb", "tf32",
+                "val_background")
 
 
 def resolve(config: DistillConfig, explicit: set[str] | None = None) -> DistillConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,13 +32,15 @@ from .evaluate import EvalConfig, evaluate_set, protocol, resolve_device
 from .experts import versions
 from .io import atomic_path, remove_partial_writes, strict, write_json
 from .locks import folder_lock
-from .matching import MatchProblem, MatchResult, Student, compile_kernels, match
+from .matching import (MatchProblem, MatchResult, Student, compile_kernels, match,
+                       mean_result)
 from .mode_choice import ModeChoice, cached, measure, remember, shape_key
 from .optim import rms, warmup_lr
 from .run_folder import RunLog, read_dom_events
 from .run_setup import (TrajectoryCache, check_data, check_experts, estimate_unrolled_bytes,
                         generator, make_schedule, open_experts, step_batches)
 from .schedules import PTMSchedule, Window
+from .val_worker import ValJob, ValWorker
 
 
 # ====================================================================== helpers
@@ -79,6 +82,7 @@ class DistillRun(RunState):
         # iteration pays the compilation (about a minute on 2 cores, seconds once cached)
         want = cfg.compile if cfg.compile is not None else True
         self.kernels = compile_kernels(self.student) if want and self.mode != "unrolled" else None
+        self.val_worker: ValWorker | None = None   # with val_background, while run() runs
 
     @property
     def mode(self) -> str:
@@ -101,8 +105,10 @@ class DistillRun(RunState):
         return self.cfg.steps
 
     # ------------------------------------------------------------------ one iteration
-    def window(self, it: int) -> tuple[Window, str]:
-        gen = generator(self.cfg.seed, it, "window")
+    def window(self, it: int, e: int = 0) -> tuple[Window, str]:
+        """Iteration ``it``'s window for its ``e``-th problem (``experts_per_iteration``;
+        problem 0 draws what a one-problem run draws)."""
+        gen = generator(self.cfg.seed, it, "window" if e == 0 else f"window/{e}")
         if self.retrain is not None:
             targets = self.schedule.stage_targets()
             lo, hi = targets[0], targets[self.schedule.stage]
@@ -111,8 +117,8 @@ class DistillRun(RunState):
             return self.schedule.window_for_target(target, gen), "retrain"
         return self.schedule.window(it, gen), "main"
 
-    def problem(self, it: int, w: Window) -> MatchProblem:
-        gen = generator(self.cfg.seed, it, "batches")
+    def problem(self, it: int, w: Window, e: int = 0) -> MatchProblem:
+        gen = generator(self.cfg.seed, it, "batches" if e == 0 else f"batches/{e}")
         batches = [b.to(self.device) for b in step_batches(self.m, w.steps, self.cfg.batch_syn, gen)]
         seeds = torch.randint(0, 2**31 - 1, (w.steps,), generator=gen).tolist()
         return MatchProblem(self.traj.get(w.expert, w.start), self.traj.get(w.expert, w.target),
@@ -133,6 +139,21 @@ class DistillRun(RunState):
         if self.mode != "adjoint":
             self.kernels = None
         return res
+
+    def compute_all(self, it: int, w: Window) -> MatchResult:
+        """The mean result of iteration ``it``'s ``experts_per_iteration`` problems, the
+        first in window ``w``; the others on threads of their own (one core each with
+        one torch thread), except while the mode is being timed or with compiled
+        kernels (torch.compile's dispatch is not meant for two threads at once)."""
+        probs = [self.problem(it, w)] + [self.problem(it, self.window(it, e)[0], e)
+                                        for e in range(1, self.cfg.experts_per_iteration)]
+        done = [self.compute(probs.pop(0))] if self.mode == "auto" or len(probs) == 1 else []
+        if self.kernels is None and len(probs) > 1:
+            with ThreadPoolExecutor(len(probs)) as pool:
+                done += list(pool.map(self.compute, probs))
+        else:
+            done += [self.compute(p) for p in probs]
+        return mean_result(done)
 
     # ------------------------------------------------------------------ similarity / DOM
     def similarity(self) -> tuple[dict, float, float]:
@@ -205,29 +226,49 @@ class DistillRun(RunState):
         and the last; the initialization only with ``select_init``."""
         return it > 0 or self.cfg.select_init
 
-    def evaluate_val(self, it: int) -> dict:
-        alpha = float(self.log_alpha.exp())
+    def evaluate_val(self, it: int) -> None:
+        """Score the current images on val: now, or queued to the background worker
+        (``val_background``); either way :meth:`record_val` files the result."""
+        job = ValJob(it, self.main, self.images.detach().clone(), self.log_alpha.detach().clone(),
+                     None if self.label_logits is None else self.label_logits.detach().clone())
+        x, y, lr = job.images.cpu(), self.train_labels(), float(job.log_alpha.exp())
+        if self.val_worker is not None:
+            self.val_worker.submit(job, x, y, self.val_config(), lr)
+            return
         try:
-            res = evaluate_set(self.images.detach().cpu(), self.train_labels(), self.data,
-                               self.val_config(), lr=alpha, split="val", progress=False)
-        except ValueError as e:   # training diverged (NaN scores): never selected
-            warnings.warn(f"val evaluation at iteration {it} failed ({e}); not a candidate")
+            res: dict | Exception = evaluate_set(x, y, self.data, self.val_config(), lr=lr,
+                                                 split="val", progress=False)
+        except ValueError as e:   # training diverged (NaN scores)
+            res = e
+        self.record_val(job, res)
+
+    def collect_val(self, wait: bool = False) -> None:
+        """File the background evaluations that are done (all of them with ``wait``)."""
+        if self.val_worker is not None:
+            for job, res in self.val_worker.done(wait):
+                self.record_val(job, res)
+
+    def record_val(self, job: ValJob, res: dict | Exception) -> dict:
+        """Log one val evaluation and keep its images if they are the best candidate."""
+        if isinstance(res, Exception):
+            if not isinstance(res, ValueError):
+                raise res
+            warnings.warn(f"val evaluation at iteration {job.it} failed ({res}); not a candidate")
             nan = float("nan")
             res = {"acc_mean": nan, "acc_std": nan, "bacc_mean": nan, "bacc_std": nan,
                    "auc_mean": nan, "auc_std": nan, "accs": [], "baccs": [], "aucs": [],
                    "val_seeds": [], "seconds": 0.0}
-        row = {"iteration": it, "main_iteration": self.main, "alpha": alpha,
-               "candidate": self.is_candidate(it),
+        row = {"iteration": job.it, "main_iteration": job.main,
+               "alpha": float(job.log_alpha.exp()), "candidate": self.is_candidate(job.it),
                **{k: res[k] for k in ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean",
                                       "auc_std", "accs", "baccs", "aucs", "val_seeds", "seconds")}}
         key = self.selection_key(row)
         best = None if self.best is None else self.selection_key(self.best)
         if row["candidate"] and math.isfinite(key[0]) and (best is None or key > best):
             self.best = row
-            self.best_images = self.images.clone()
-            self.best_log_alpha = self.log_alpha.clone()
-            if self.label_logits is not None:
-                self.best_label_logits = self.label_logits.clone()
+            self.best_images, self.best_log_alpha = job.images, job.log_alpha
+            if job.label_logits is not None:
+                self.best_label_logits = job.label_logits
         self.log.event(self.log.evals, row)
         return strict(row)
 
@@ -257,7 +298,19 @@ class DistillRun(RunState):
         self.out.mkdir(parents=True, exist_ok=True)
         with folder_lock(self.out, "mdd distill"):
             remove_partial_writes(self.out)   # temp files of writes a kill cut short
-            return self._run(stop_after)
+            if self.cfg.val_background:
+                self.val_worker = ValWorker(self.data)
+            try:
+                return self._run(stop_after)
+            finally:
+                if self.val_worker is not None:
+                    self.val_worker.close()
+                    self.val_worker = None
+
+    def save_checkpoint(self) -> None:
+        # a checkpoint never leaves an evaluation behind: a resume re-runs nothing before it
+        self.collect_val(wait=True)
+        super().save_checkpoint()
 
     def _run(self, stop_after: int | None = None) -> dict:
         cfg = self.cfg
@@ -278,7 +331,7 @@ class DistillRun(RunState):
             it = self.iteration
             t0 = time.perf_counter()
             w, phase = self.window(it)
-            res = self.compute(self.problem(it, w))
+            res = self.compute_all(it, w)
             loss = float(res.loss)
             rows = self.retrain["rows"] if self.retrain is not None else None
             before = self.images.clone()
@@ -346,6 +399,7 @@ class DistillRun(RunState):
                           "seconds": round(dt, 4), "elapsed": round(self.elapsed, 3)})
             if cfg.snapshot_every and self.iteration % cfg.snapshot_every == 0:
                 self.save_snapshot(self.iteration, sims)
+            self.collect_val()
             bar.set_postfix(loss=f"{loss:.4f}", alpha=f"{float(self.log_alpha.exp()):.2e}",
                             stage=w.stage, refresh=False)
             due = (cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0) or \

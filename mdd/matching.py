@@ -206,6 +206,21 @@ class MatchResult:
                     and (self.grad_labels is None or torch.isfinite(self.grad_labels).all()))
 
 
+def mean_result(results: Sequence[MatchResult]) -> MatchResult:
+    """The mean loss and gradients of several problems (``experts_per_iteration``)."""
+    if len(results) == 1:
+        return results[0]
+
+    def mean(ts: list[torch.Tensor | None]) -> torch.Tensor | None:
+        return None if ts[0] is None else torch.stack(ts).mean(0)
+
+    return MatchResult(mean([r.loss for r in results]), mean([r.grad_images for r in results]),
+                       mean([r.grad_log_alpha for r in results]),
+                       sum(r.start_distance for r in results) / len(results),
+                       grad_alpha=mean([r.grad_alpha for r in results]),
+                       grad_labels=mean([r.grad_labels for r in results]))
+
+
 Augmenter = Callable[..., torch.Tensor]
 
 

@@ -355,7 +355,8 @@ DISTILL: dict[str, Rule] = {
     "tau": real(-1, 1, lo_open=True), "retrain_iterations": count(0, note="0: no retraining"),
     "dom_pool": count(), "skip_loss_above": nonnegative(optional=True),
     "select": choice(("acc", "auc")), "select_init": BOOL,
-    "eval_every": count(0, note="0: only at the end"),
+    "eval_every": count(0, note="0: only at the end"), "val_background": BOOL,
+    "experts_per_iteration": count(),
     "val_models": count(), "val_epochs": count(optional=True, note="None: test_epochs"),
     "test_models": count(), "test_epochs": count(),
     "log_similarity_every": count(0, note="0: never"),
@@ -440,7 +441,7 @@ CLI: dict[str, dict[str, Rule]] = {
 UNCHECKED = frozenset({
     "command", "handler", "format", "failed", "data_command", "action", "root", "out",
     "scheduler", "folder", "only", "param",
-    "quiet", "no_augment", "tf32", "compile", "download", "fp16", "no_tuned_malloc",
+    "quiet", "no_augment", "tf32", "compile", "val_background", "download", "fp16", "no_tuned_malloc",
     "verbose", "quantized", "no_controls", "report", "claims", "cache", "no_cache", "no_figures", "force",
     "help"})
 

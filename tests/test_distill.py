@@ -385,3 +385,30 @@ def test_package_exports_keep_mdd_distill_the_module() -> None:
     import mdd
     assert mdd.distill is dm and mdd.DistillConfig is DistillConfig
     assert mdd.load_distilled is load_distilled and mdd.evaluate_distilled is dm.evaluate_distilled
+
+
+# ---------------------------------------------------------------- two problems per iteration
+def test_two_problems_per_iteration_average_two_single_problems(env, tmp_path: Path) -> None:
+    run = dm.DistillRun(dm.resolve(cfg(env, tmp_path / "r", method="mtt", mode="unrolled",
+                                       experts_per_iteration=2)))
+    run.init_state()
+    w, _ = run.window(3)
+    w1, _ = run.window(3, 1)
+    both = run.compute_all(3, w)   # problem 1 on a thread of its own
+    one, other = run.compute(run.problem(3, w)), run.compute(run.problem(3, w1, 1))
+    assert one.loss != other.loss   # a second window (and augmentation seeds) of its own
+    assert torch.allclose(both.loss, (one.loss + other.loss) / 2)
+    assert torch.allclose(both.grad_images, (one.grad_images + other.grad_images) / 2, atol=1e-12)
+    assert torch.allclose(both.grad_log_alpha, (one.grad_log_alpha + other.grad_log_alpha) / 2)
+
+
+def test_two_problems_per_iteration_reproduce_and_resume(env, tmp_path: Path) -> None:
+    kw = dict(method="ptm", experts_per_iteration=2, iterations=4, eval_every=2)
+    a = distill(cfg(env, tmp_path / "a", **kw))
+    assert distill(cfg(env, tmp_path / "b", **kw), stop_after=2) == {"stopped_at": 2}
+    b = distill(cfg(env, tmp_path / "b", **kw))
+    one = distill(cfg(env, tmp_path / "one", **{**kw, "experts_per_iteration": 1}))
+    assert torch.equal(artifact_x(tmp_path / "a"), artifact_x(tmp_path / "b"))
+    assert a["aucs"] == b["aucs"]
+    assert not torch.equal(artifact_x(tmp_path / "a"), artifact_x(tmp_path / "one"))
+    assert one["n_train"] == a["n_train"] == 4
