@@ -25,18 +25,19 @@ from pathlib import Path
 from mdd.io import write_json
 
 ROOT = Path("runs/perf_e2e")
-VARIANTS = {"before": [], "after": ["--val-background"]}
+VARIANTS = {"before": [], "after": ["--val-background"]}   # run in this order
 SAME = ("selected_iteration", "val_auc", "auc_mean", "acc_mean", "aucs", "alpha")
 
 
-def run_one(flag: str, ipc: int, method: str, variant: str) -> dict:
-    out = ROOT / f"{flag}-ipc{ipc}-{method}-{variant}"
+def run_one(flag: str, ipc: int, method: str, variant: str, preset: str = "cpu",
+            runs: Path = ROOT, extra: list[str] | None = None) -> dict:
+    out = runs / f"{flag}-ipc{ipc}-{method}-{variant}"
     timing = out.with_suffix(".wall.json")
     if timing.is_file():
         return json.loads(timing.read_text())
     cmd = [sys.executable, "-m", "mdd.cli", "distill", "--flag", flag, "--ipc", str(ipc),
-           "--method", method, "--preset", "cpu", "--out", str(out), "--quiet",
-           "--format", "json", *VARIANTS[variant]]
+           "--method", method, "--preset", preset, "--out", str(out), "--quiet",
+           "--format", "json", *(extra or []), *VARIANTS[variant]]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -50,24 +51,34 @@ def run_one(flag: str, ipc: int, method: str, variant: str) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cells", nargs="+", help="flag:ipc, e.g. breastmnist:2")
     ap.add_argument("--method", default="ptm+dom")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--runs", type=Path, default=ROOT, help="where the run folders go")
+    ap.add_argument("--experts", default=None, help="expert folder (default: mdd distill's)")
+    ap.add_argument("--mode", default="unrolled",
+                    help="matching mode of both variants (default unrolled, what mode=auto "
+                         "picks at these sizes here): with auto the first variant would pay "
+                         "the timing and compilation that the second finds cached")
     args = ap.parse_args(argv)
-    rows = []
+    extra = ["--mode", args.mode] + (["--experts", args.experts] if args.experts else [])
+    pairs = []
     for cell in args.cells:
         flag, ipc = cell.split(":")
-        pair = {v: run_one(flag, int(ipc), args.method, v) for v in VARIANTS}
-        b, a = pair["before"], pair["after"]
+        b, a = (run_one(flag, int(ipc), args.method, v, args.preset, args.runs, extra)
+                for v in VARIANTS)
         same = all(a[k] == b[k] for k in SAME)
+        pairs.append({"flag": flag, "ipc": int(ipc), "method": args.method,
+                      "speedup": round(b["wall_s"] / a["wall_s"], 3),
+                      "same_selected_result": same, "before": b, "after": a})
         print(f"{flag} ipc {ipc} {args.method}: before {b['wall_s']:.0f} s, after {a['wall_s']:.0f} s "
               f"wall ({b['wall_s'] / a['wall_s']:.2f}x); same selected result: {same}")
-        rows += [b, a]
     if args.json:
-        write_json(args.json, rows)
-
+        write_json(args.json, pairs)
+    return pairs
 
 if __name__ == "__main__":
     main()
