@@ -36,7 +36,7 @@ from .matching import (MatchProblem, MatchResult, Student, compile_kernels, matc
                        mean_result)
 from .mode_choice import ModeChoice, cached, measure, remember, shape_key
 from .optim import rms, warmup_lr
-from .run_folder import RunLog, read_dom_events
+from .run_folder import RunLog, read_dom_events, read_evals
 from .run_setup import (TrajectoryCache, check_data, check_experts, estimate_unrolled_bytes,
                         generator, make_schedule, open_experts, step_batches)
 from .schedules import PTMSchedule, Window
@@ -438,6 +438,8 @@ class DistillRun(RunState):
         else:
             last = evaluate_set(self.images.detach().cpu(), self.train_labels(), self.data, ec,
                                 lr=last_alpha, split="test", progress=cfg.progress)
+        val_s = sum(e.get("seconds") or 0.0 for e in read_evals(self.out))
+        test_s = test["seconds"] + (0.0 if last is test else last["seconds"])
         vc = self.val_config()
         selection = {"metric": cfg.select, "ties": "bacc" if cfg.select == "auc" else "auc",
                      "models": vc.models, "epochs": vc.epochs, "seeds": val.get("val_seeds", []),
@@ -480,6 +482,11 @@ class DistillRun(RunState):
                                            "test_seeds", "lr", "n_train", "models", "epochs")},
                    "selection": selection, "last": last_fields, "protocol": proto,
                    "counters": self.counters, "distill_seconds": round(self.elapsed, 2),
+                   # compute seconds by part (their sum: "seconds"); with val_background the
+                   # wall time is less than the sum
+                   "seconds": round(self.elapsed + val_s + test_s, 1),
+                   "seconds_parts": {"matching": round(self.elapsed, 1), "val": round(val_s, 1),
+                                     "test": round(test_s, 1)},
                    "mode": self.mode, "mode_choice": asdict(self.mode_choice),
                    "out": str(self.out),
                    "artifact": str(self.out / ARTIFACT_DIR)}

@@ -47,6 +47,9 @@ def test_each_method_runs_and_writes_everything(env, tmp_path: Path, method: str
     assert res["kind"] == "distilled" and res["method"] == method and res["n_train"] == 4
     for k in ("acc_mean", "acc_std", "auc_mean", "auc_std", "lr", "val_acc", "alpha"):
         assert isinstance(res[k], float) and math.isfinite(res[k])
+    parts = res["seconds_parts"]
+    assert set(parts) == {"matching", "val", "test"} and min(parts.values()) > 0
+    assert res["seconds"] == pytest.approx(sum(parts.values()), abs=0.2)
     log = dm.read_log(out)
     main = log[log["phase"] == "main"]
     # 6 matching iterations; DOM's retraining iterations come on top of them
