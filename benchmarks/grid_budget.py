@@ -35,8 +35,10 @@ METHODS = ["mtt", "datm", "ptm", "ptm+dom"]
 IPCS = [1, 2, 5, 10]
 SEEDS = 3
 WORKERS = 2
-#: (iterations, eval_every) to price: the cpu preset's and shorter alternatives.
-PRESETS = [(150, 25), (150, 50), (100, 25), (100, 50), (75, 25)]
+#: (iterations, eval_every, evaluation epochs E) to price: the cpu preset's and cheaper
+#: alternatives (evaluation cost is taken as proportional to E; measured at E = 300).
+PRESETS = [(150, 25, 300), (150, 50, 300), (100, 50, 300), (150, 25, 100), (150, 50, 100),
+           (100, 50, 100)]
 
 
 def measure(runs: list[str]) -> pd.DataFrame:
@@ -78,13 +80,14 @@ def per_cell(m: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def price(cells: pd.DataFrame, iterations: int, eval_every: int) -> pd.DataFrame:
+def price(cells: pd.DataFrame, iterations: int, eval_every: int, epochs: int = 300) -> pd.DataFrame:
     c = cells.copy()
-    test = 2 * 5 / 3 * c["s_val_eval"]
+    ev = c["s_val_eval"] * epochs / 300
+    test = 2 * 5 / 3 * ev
     c["run_s"] = (iterations * c["s_iteration"] * (1 + c["retrain_share"])
-                  + (iterations // eval_every + 1) * c["s_val_eval"] + test)
+                  + (iterations // eval_every + 1) * ev + test)
     # random + random at each method's α: test evaluations of 5 networks on the subset
-    controls = (1 + len(METHODS)) * 5 / 3 * c["s_val_eval"]
+    controls = (1 + len(METHODS)) * 5 / 3 * ev
     c["core_h"] = SEEDS * (len(METHODS) * c["run_s"] + controls) / 3600
     return c
 
@@ -106,10 +109,11 @@ def main(argv: list[str] | None = None) -> None:
              markdown_table(cells, ".3g"), "",
              f"Grid: 2 flags × ipc {IPCS} × {len(METHODS)} methods × {SEEDS} seeds, with the random "
              f"controls; wall on {WORKERS} one-thread workers (experts and full-data ceilings exist):", "",
-             "| iterations | eval_every | core hours | wall hours |", "|---|---|---|---|"]
-    for it, ev in PRESETS:
-        core = float(price(cells, it, ev)["core_h"].sum())
-        lines.append(f"| {it} | {ev} | {core:.1f} | {core / WORKERS:.1f} |")
+             "| iterations | eval_every | evaluation epochs E | core hours | wall hours |",
+             "|---|---|---|---|---|"]
+    for it, ev, e in PRESETS:
+        core = float(price(cells, it, ev, e)["core_h"].sum())
+        lines.append(f"| {it} | {ev} | {e} | {core:.1f} | {core / WORKERS:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.md:
