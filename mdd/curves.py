@@ -54,16 +54,24 @@ def mean_curves(curves: pd.DataFrame, metric: str = "auc_mean") -> pd.DataFrame:
     return g.agg(mean="mean", std="std", seeds="count").reset_index()
 
 
+def complete_means(means: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :func:`mean_curves` at iterations that every seed of their (flag, ipc,
+    method) reached: a run still going would otherwise make the mean one seed's curve."""
+    most = means.groupby(KEYS)["seeds"].transform("max")
+    return means[means["seeds"] == most]
+
+
 def plateau_table(curves: pd.DataFrame, tol: float = 0.005, metric: str = "auc_mean",
                   min_seeds: int = 1) -> pd.DataFrame:
     """The stated rule (module docstring): per (flag, ipc, method), the best mean val
     ``metric`` over the evaluated iterations > 0, where it is reached, and the plateau
-    iteration (first within ``tol`` of the best). Iterations seen by fewer than
-    ``min_seeds`` seeds are left out."""
+    iteration (first within ``tol`` of the best). Only iterations that every seed of the
+    cell reached count (a run still going would otherwise turn the mean into one seed's
+    curve past its point), and none seen by fewer than ``min_seeds`` seeds."""
     m = mean_curves(curves[curves["iteration"] > 0], metric)
     m = m[m["seeds"] >= min_seeds]
     rows = []
-    for key, g in m.groupby(KEYS, sort=True):
+    for key, g in complete_means(m).groupby(KEYS, sort=True):
         g = g.sort_values("iteration")
         best = g.loc[g["mean"].idxmax()]
         plateau = g[g["mean"] >= best["mean"] - tol].iloc[0]
@@ -92,7 +100,7 @@ def curves_figure(curves: pd.DataFrame, plateaus: pd.DataFrame | None = None,
     rows = math.ceil(n / cols)
     from .viz import new_figure
     fig, axes = new_figure(rows, cols, figsize=(5.2 * cols, 3.6 * rows))
-    means = mean_curves(curves, metric)
+    means = complete_means(mean_curves(curves, metric))
     for ax, (flag, ipc) in zip(axes.flat, cells):
         sub = curves[(curves["flag"] == flag) & (curves["ipc"] == ipc)]
         for k, method in enumerate(sorted(sub["method"].unique())):

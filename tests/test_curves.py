@@ -32,6 +32,15 @@ def test_plateau_is_the_first_iteration_within_tol_of_the_best() -> None:
     assert curves.preset_budget(p.reset_index()) == 125
 
 
+def test_a_run_still_going_does_not_stretch_the_mean() -> None:
+    # seed 1 has reached iteration 50 only: past it, the "mean" would be seed 0 alone
+    rows = (_curve("a", "mtt", 0, [0.5, 0.70, 0.80, 0.90, 0.95])
+            + _curve("a", "mtt", 1, [0.5, 0.72, 0.82]))
+    p = curves.plateau_table(pd.DataFrame(rows)).set_index("method")
+    assert p.loc["mtt", "last_iteration"] == 50 and p.loc["mtt", "best_iteration"] == 50
+    assert p.loc["mtt", "seeds"] == 2
+
+
 def test_read_curves_and_figure(tmp_path: Path) -> None:
     run = tmp_path / "breastmnist-ipc2-mtt-s0"
     run.mkdir()
