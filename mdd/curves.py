@@ -36,15 +36,19 @@ KEYS = ["flag", "ipc", "method"]
 
 def read_curves(runs: Mapping[tuple[str, int, str, int], str | os.PathLike]) -> pd.DataFrame:
     """Every val evaluation of the runs ``{(flag, ipc, method, seed): run folder}`` that
-    exist, iteration 0 (the initialisation) included; columns :data:`CURVE_COLUMNS`."""
+    exist, iteration 0 (the initialisation) included; columns :data:`CURVE_COLUMNS`,
+    ``iteration`` counting matching iterations (``main_iteration`` of the log)."""
     from .run_folder import read_evals
     rows = []
     for (flag, ipc, method, seed), run in runs.items():
         if not os.path.isfile(os.path.join(run, "evals.jsonl")):
             continue
         for e in read_evals(run):
+            # x = matching iterations (the preset's unit): DOM's retraining iterations
+            # differ between seeds and would misalign their curves
             rows.append({"flag": flag, "ipc": int(ipc), "method": method, "seed": int(seed),
-                         **{k: e.get(k) for k in CURVE_COLUMNS[4:]}})
+                         **{k: e.get(k) for k in CURVE_COLUMNS[4:]},
+                         "iteration": e.get("main_iteration", e["iteration"])})
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 

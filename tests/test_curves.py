@@ -50,5 +50,13 @@ def test_read_curves_and_figure(tmp_path: Path) -> None:
     where = curves.curve_runs(tmp_path.parent, tmp_path.name, ["breastmnist"], [2], ["mtt", "ptm"], [0])
     c = curves.read_curves(where)                 # the missing ptm run is skipped
     assert list(c["iteration"]) == [0, 25, 50] and set(c["method"]) == {"mtt"}
+    # with DOM, the log's iteration counts retraining too: the curve is in matching iterations
+    ptm = tmp_path / "breastmnist-ipc2-ptm-s0"
+    ptm.mkdir()
+    (ptm / "evals.jsonl").write_text("".join(
+        json.dumps({"iteration": it, "main_iteration": main, "auc_mean": 0.6, "bacc_mean": 0.5,
+                    "acc_mean": 0.6, "alpha": 0.01}) + "\n" for it, main in ((0, 0), (25, 25), (55, 50))))
+    c = curves.read_curves(where)
+    assert list(c[c["method"] == "ptm"]["iteration"]) == [0, 25, 50]
     fig = curves.curves_figure(c, curves.plateau_table(c), budget=50, title="t")
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == "breastmnist, ipc 2"
