@@ -275,8 +275,8 @@ def assert_same_run(ref: Path, got: Path, seed: int) -> None:
     ma, mb = (json.loads((d / "distilled" / "manifest.json").read_text()) for d in (ref, got))
     assert _without(ma, *volatile) == _without(mb, *volatile), why
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (ref, got))
-    assert _without(ra, "distill_seconds", "out", "artifact") == \
-        _without(rb, "distill_seconds", "out", "artifact"), why
+    timing = ("distill_seconds", "seconds", "seconds_parts", "out", "artifact")
+    assert _without(ra, *timing) == _without(rb, *timing), why
     assert not list(got.rglob("*.tmp")), "a partial write was left behind"
 
 
