@@ -118,7 +118,9 @@ def report() -> None:
             markdown_table(means, ".4f"), "",
             f"Sets measured at every E: {len(wide)}; mean val AUC by E: "
             + ", ".join(f"{int(k)}: {v:.4f}" for k, v in wide.mean().items()) if len(wide) else "",
-            "", f"**E by the rule: {e}**" if e is not None else "No set measured at every E yet."]
+            "", (f"**E by the rule: {e}**" if len(wide) == len(sets()) else
+                 f"Not final ({len(wide)} of {len(sets())} sets measured at every E); the rule "
+                 f"on those so far: E = {e}.") if e is not None else "No set measured at every E yet."]
     write_text(CSV.with_suffix(".md"), "\n".join(text) + "\n")
     print("\n".join(text))
 
