@@ -80,5 +80,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         write_json(args.json, pairs)
     return pairs
 
+
 if __name__ == "__main__":
     main()

@@ -59,14 +59,9 @@ def sets() -> list[dict]:
     return out
 
 
-def done() -> set[tuple[str, int]]:
-    if not CSV.is_file():
-        return set()
-    return {(r.set, int(r.epochs)) for r in pd.read_csv(CSV).itertuples()}
-
-
 def run() -> None:
-    have, loaded = done(), {}
+    rows = pd.read_csv(CSV).to_dict("records") if CSV.is_file() else []
+    have, loaded = {(r["set"], int(r["epochs"])) for r in rows}, {}
     for s in sets():
         todo = [e for e in EPOCHS if (s["set"], e) not in have]
         if not todo:
@@ -86,9 +81,8 @@ def run() -> None:
             row = {**{k: s[k] for k in COLUMNS if k in s}, "epochs": e, "val_auc": r["auc_mean"],
                    "val_acc": r["acc_mean"], "val_bacc": r["bacc_mean"], "aucs": json.dumps(r["aucs"]),
                    "seconds": r["seconds"]}
-            before = pd.read_csv(CSV).to_dict("records") if CSV.is_file() else []
-            table = pd.DataFrame([*before, row], columns=COLUMNS)
-            write_text(CSV, table.to_csv(index=False))
+            rows.append(row)
+            write_text(CSV, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
             print(f"{s['set']} E={e}: val AUC {r['auc_mean']:.4f} ({r['seconds']:.0f} s)", flush=True)
 
 
@@ -110,6 +104,7 @@ def report() -> None:
         return
     table = pd.read_csv(CSV)
     e, wide = choose(table)
+    total = len(sets())
     means = table.groupby(["kind", "flag", "ipc", "epochs"])["val_auc"].agg(["mean", "count"]).reset_index()
     text = ["# Evaluation epochs E against val AUC", "",
             "Command: `MDD_DATA=../shared/medmnist .venv/bin/python benchmarks/eval_epochs.py`", "",
@@ -118,8 +113,8 @@ def report() -> None:
             markdown_table(means, ".4f"), "",
             f"Sets measured at every E: {len(wide)}; mean val AUC by E: "
             + ", ".join(f"{int(k)}: {v:.4f}" for k, v in wide.mean().items()) if len(wide) else "",
-            "", (f"**E by the rule: {e}**" if len(wide) == len(sets()) else
-                 f"Not final ({len(wide)} of {len(sets())} sets measured at every E); the rule "
+            "", (f"**E by the rule: {e}**" if len(wide) == total else
+                 f"Not final ({len(wide)} of {total} sets measured at every E); the rule "
                  f"on those so far: E = {e}.") if e is not None else "No set measured at every E yet."]
     write_text(CSV.with_suffix(".md"), "\n".join(text) + "\n")
     print("\n".join(text))
