@@ -5,10 +5,13 @@ with one matching problem per iteration (``e1``, the default) against two averag
 cells, :mod:`mdd.ablation`); resumable; rows in
 ``results/ablations/experts_per_iteration.csv``, the paired table in ``….md``.
 
-    MDD_DATA=../shared/medmnist python benchmarks/ablation_experts_per_iteration.py
+    MDD_DATA=../shared/medmnist python benchmarks/ablation_experts_per_iteration.py [--workers 2]
+
+``--workers 1`` runs the cells one after the other (beside another job on 2 cores).
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -19,8 +22,8 @@ NAME = "experts_per_iteration"
 RESULTS = Path("results/ablations")
 
 
-def config() -> AblationConfig:
-    return AblationConfig(name=NAME, reference="e1", root=os.environ.get("MDD_DATA"),
+def config(workers: int = 2) -> AblationConfig:
+    return AblationConfig(name=NAME, reference="e1", root=os.environ.get("MDD_DATA"), workers=workers,
                           results=str(RESULTS), flags=["breastmnist", "pneumoniamnist"],
                           ipcs=[2], seeds=[0, 1, 2],
                           variants={"e1": {}, "e2": {"experts_per_iteration": 2}})
@@ -41,5 +44,7 @@ def report() -> None:
 
 
 if __name__ == "__main__":
-    run_ablation(config())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=2, help="cells side by side (default 2)")
+    run_ablation(config(ap.parse_args().workers))
     report()
