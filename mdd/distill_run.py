@@ -229,9 +229,12 @@ class DistillRun(RunState):
     def evaluate_val(self, it: int) -> None:
         """Score the current images on val: now, or queued to the background worker
         (``val_background``); either way :meth:`record_val` files the result."""
-        job = ValJob(it, self.main, self.images.detach().clone(), self.log_alpha.detach().clone(),
-                     None if self.label_logits is None else self.label_logits.detach().clone())
-        x, y, lr = job.images.cpu(), self.train_labels(), float(job.log_alpha.exp())
+        self.ask_val(ValJob(it, self.main, self.images.detach().clone(), self.log_alpha.detach().clone(),
+                            None if self.label_logits is None else self.label_logits.detach().clone()))
+
+    def ask_val(self, job: ValJob) -> None:
+        x, lr = job.images.cpu(), float(job.log_alpha.exp())
+        y = self.labels.cpu() if job.label_logits is None else job.label_logits.softmax(1).cpu()
         if self.val_worker is not None:
             self.val_worker.submit(job, x, y, self.val_config(), lr)
             return
@@ -307,9 +310,13 @@ class DistillRun(RunState):
                     self.val_worker.close()
                     self.val_worker = None
 
+    def queued_val(self) -> list[ValJob]:
+        return list(self.val_worker.pending) if self.val_worker is not None else []
+
     def save_checkpoint(self) -> None:
-        # a checkpoint never leaves an evaluation behind: a resume re-runs nothing before it
-        self.collect_val(wait=True)
+        # files what is done and saves the rest of the queue with the state: waiting for
+        # the queue here would put the matching back behind the evaluations
+        self.collect_val()
         super().save_checkpoint()
 
     def _run(self, stop_after: int | None = None) -> dict:
@@ -317,7 +324,11 @@ class DistillRun(RunState):
         self.init_state()
         resumed = self.load_checkpoint()
         write_json(self.out / CONFIG, cfg.to_dict())
-        self.log = RunLog(self.out, self.iteration if resumed else -1)
+        self.log = RunLog(self.out, self.iteration if resumed else -1,
+                          refile={job.it for job in self.requeue})
+        for job in self.requeue:
+            self.ask_val(job)
+        self.requeue = []
         if not resumed:
             self.calibrate_alpha()   # before any image moves
             self.evaluate_val(0)     # logged for reference; a candidate only with select_init
@@ -412,6 +423,7 @@ class DistillRun(RunState):
                 self.save_checkpoint()
                 return {"stopped_at": self.main}   # matching iterations done
         bar.close()
+        self.collect_val(wait=True)
         self.save_checkpoint()
         return self.finish()
 

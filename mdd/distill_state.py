@@ -4,9 +4,10 @@ image moves, its rescaling at PTM stage changes, and the checkpoint that holds a
 it (:class:`RunState`, the base of :class:`mdd.distill_run.DistillRun`).
 
 A checkpoint (``checkpoint.safetensors``) holds every tensor — images, labels, log α,
-the optimisers' buffers, the best images so far — and, in its metadata, the iteration
-counters, the schedule's state, DOM's used real images, the calibration and the
-run's identity. Randomness is counter-based, so that is all a resume needs.
+the optimisers' buffers, the best images so far, the image sets of val evaluations
+still queued in the background — and, in its metadata, the iteration counters, the
+schedule's state, DOM's used real images, the calibration and the run's identity.
+Randomness is counter-based, so that is all a resume needs.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .io import atomic_path, write_json
 from .matching import MatchResult
 from .run_setup import generator, segment_steps
 from .schedules import PTMSchedule
+from .val_worker import ValJob
 
 CALIBRATION = "alpha_calibration.json"
 
@@ -67,6 +69,11 @@ class RunState:
         self.calibration: dict | None = None
         self.elapsed = 0.0
         self.dom_space.used = set(self.init_indices)
+        self.requeue: list[ValJob] = []
+
+    def queued_val(self) -> list[ValJob]:
+        """Val evaluations asked for and not yet filed (the background queue's)."""
+        return []
 
     def train_labels(self, best: bool = False) -> torch.Tensor:
         """What networks train on: hard labels M, or soft label probabilities M×K."""
@@ -85,6 +92,10 @@ class RunState:
         for name, opt in self._optimisers().items():
             t.update({f"{name}.{k}": v.reshape(-1) if v.ndim == 0 else v
                       for k, v in opt.state().items()})
+        for i, job in enumerate(self.queued_val()):
+            t[f"queued.{i}.images"], t[f"queued.{i}.log_alpha"] = job.images, job.log_alpha.reshape(1)
+            if job.label_logits is not None:
+                t[f"queued.{i}.label_logits"] = job.label_logits
         return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
     def state_meta(self) -> dict:
@@ -93,6 +104,7 @@ class RunState:
                 "counters": self.counters, "best": self.best, "elapsed": self.elapsed,
                 "init_indices": self.init_indices, "used": sorted(self.dom_space.used),
                 "calibration": self.calibration,
+                "queued_val": [[job.it, job.main] for job in self.queued_val()],
                 "rng": {"seed": self.cfg.seed, "iteration": self.iteration,
                         "kind": "counter-based: sha256(seed/iteration/purpose)"},
                 "identity": identity(self.cfg)}
@@ -130,6 +142,13 @@ class RunState:
         self.elapsed, self.init_indices = float(meta["elapsed"]), meta["init_indices"]
         self.dom_space.used = set(meta["used"])
         self.calibration = meta["calibration"]
+        # a checkpoint does not wait for the background queue: what was still queued
+        # is asked again, first, and files exactly what it would have filed
+        self.requeue = [ValJob(it, main, t[f"queued.{i}.images"].to(dev),
+                               t[f"queued.{i}.log_alpha"][0].to(dev),
+                               t[f"queued.{i}.label_logits"].to(dev)
+                               if f"queued.{i}.label_logits" in t else None)
+                        for i, (it, main) in enumerate(meta.get("queued_val", []))]
         return True
 
     # ------------------------------------------------------------------ one outer step

@@ -29,8 +29,9 @@ class RunLog:
     """Append-only JSONL + CSV logs; on resume, rows at or after the checkpoint are
     dropped first (they will be recomputed identically)."""
 
-    def __init__(self, folder: Path, resume_from: int):
-        """``resume_from``: the checkpoint's iteration, -1 on a fresh start."""
+    def __init__(self, folder: Path, resume_from: int, refile: set[int] = frozenset()):
+        """``resume_from``: the checkpoint's iteration, -1 on a fresh start; ``refile``:
+        val evaluations the checkpoint still had queued (asked again, so their rows go)."""
         self.jsonl, self.csv = folder / "log.jsonl", folder / "log.csv"
         self.evals, self.dom = folder / "evals.jsonl", folder / "dom_events.jsonl"
         rows = [r for r in read_jsonl(self.jsonl) if r["iteration"] < resume_from]
@@ -41,7 +42,8 @@ class RunLog:
         # val row carries the count it followed, and the checkpoint at k already holds
         # eval k (its best images): that row is kept, not recomputed
         for path, last in ((self.evals, resume_from), (self.dom, resume_from - 1)):
-            kept = [r for r in read_jsonl(path) if r["iteration"] <= last]
+            kept = [r for r in read_jsonl(path) if r["iteration"] <= last
+                    and not (path == self.evals and r["iteration"] in refile)]
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 

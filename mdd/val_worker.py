@@ -9,7 +9,9 @@ submission order and are recorded exactly as an inline evaluation would be.
 A process, not a thread: :func:`mdd.evaluate.train_network` seeds torch's global RNG,
 so a thread beside the matching would make both irreproducible. The worker gets the
 run's dataset once and trains with the thread count the run has at submission, so its
-numbers are the inline ones bit for bit (``tests/test_val_worker.py``). Where the grid
+numbers are the inline ones bit for bit (``tests/test_val_worker.py``). A checkpoint
+does not wait for the queue: it saves the queued jobs' images and α, and a resume asks
+for them again first. Where the grid
 already runs one cell per core, leave it off: a third busy process only waits.
 """
 from __future__ import annotations

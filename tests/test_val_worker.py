@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from conftest import distill_cfg as cfg  # tiny experts and data: tests/conftest.py
 from mdd.artifact import load_distilled
+from mdd.distill_config import CHECKPOINT
 from mdd.val_worker import ValWorker
 
 dm = importlib.import_module("mdd.distill")
@@ -45,12 +48,44 @@ def test_background_evaluations_give_the_inline_run(env, tmp_path: Path, monkeyp
     assert np.array_equal(dm.read_log(tmp_path / "bg")["loss"], dm.read_log(tmp_path / "inline")["loss"])
 
 
-def test_background_run_resumes_like_the_inline_one(env, tmp_path: Path) -> None:
+def _queued_in_checkpoint(out: Path) -> list[list[int]]:
+    with safe_open(str(out / CHECKPOINT), framework="pt") as f:
+        return json.loads(f.metadata()["state"])["queued_val"]
+
+
+@pytest.mark.parametrize("resume_background", [True, False])
+def test_background_run_resumes_like_the_inline_one(env, tmp_path: Path, monkeypatch,
+                                                    resume_background: bool) -> None:
     full = dm.distill(cfg(env, tmp_path / "full", method="mtt"))
+    # a slow worker: nothing is filed before the run asks to wait, so the stop's
+    # checkpoint holds both queued evaluations (iterations 0 and 3) instead of waiting
+    done = ValWorker.done
+    monkeypatch.setattr(ValWorker, "done", lambda self, wait=False: done(self, True) if wait else [])
     cut = cfg(env, tmp_path / "cut", method="mtt", val_background=True)
     assert dm.distill(cut, stop_after=4) == {"stopped_at": 4}
-    # the stop's checkpoint waited for the evaluation queued at iteration 3
-    assert [e["iteration"] for e in dm.read_evals(tmp_path / "cut")] == [0, 3]
-    resumed = dm.distill(cfg(env, tmp_path / "cut", method="mtt", val_background=True))
+    assert dm.read_evals(tmp_path / "cut") == []
+    assert _queued_in_checkpoint(tmp_path / "cut") == [[0, 0], [3, 3]]
+    monkeypatch.setattr(ValWorker, "done", done)
+    # asked again on resume, in the background or inline (val_background is not identity)
+    resumed = dm.distill(cfg(env, tmp_path / "cut", method="mtt", val_background=resume_background))
     assert _evals(tmp_path / "cut") == _evals(tmp_path / "full")
     assert resumed["selected_iteration"] == full["selected_iteration"]
+    assert resumed["aucs"] == full["aucs"]
+
+
+def test_evaluations_filed_after_the_checkpoint_are_not_doubled(env, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    # a kill can come after a queued evaluation was filed but before the next checkpoint:
+    # the resume asks it again, and its first row must go
+    full = dm.distill(cfg(env, tmp_path / "full", method="mtt"))
+    out = tmp_path / "cut"
+    done = ValWorker.done
+    monkeypatch.setattr(ValWorker, "done", lambda self, wait=False: done(self, True) if wait else [])
+    dm.distill(cfg(env, out, method="mtt", val_background=True), stop_after=4)
+    monkeypatch.setattr(ValWorker, "done", done)
+    assert _queued_in_checkpoint(out) == [[0, 0], [3, 3]]
+    with open(out / "evals.jsonl", "a") as f:   # as if filed just before a kill
+        f.writelines(json.dumps(r) + "\n" for r in dm.read_evals(tmp_path / "full")[:2])
+    assert len(dm.read_evals(out)) == 2
+    dm.distill(cfg(env, out, method="mtt", val_background=True))
+    assert _evals(out) == _evals(tmp_path / "full")
