@@ -443,12 +443,19 @@ class DistillRun(RunState):
         val = self.best
         alpha = float(self.best_log_alpha.exp())
         x = self.best_images.detach().cpu()
+        last_images = self.images.detach().cpu()
+        # with a background worker, the last iterate is scored there while the selected
+        # set is scored here (the same networks and numbers either way)
+        pending = None if val["iteration"] == self.iteration or self.val_worker is None else \
+            self.val_worker.score(last_images, self.train_labels(), ec, last_alpha, "test")
         test = evaluate_set(x, self.train_labels(best=True), self.data, ec, lr=alpha, split="test",
                             progress=cfg.progress)
         if val["iteration"] == self.iteration:
             last = test
+        elif pending is not None:
+            last = pending.result()
         else:
-            last = evaluate_set(self.images.detach().cpu(), self.train_labels(), self.data, ec,
+            last = evaluate_set(last_images, self.train_labels(), self.data, ec,
                                 lr=last_alpha, split="test", progress=cfg.progress)
         val_s = sum(e.get("seconds") or 0.0 for e in read_evals(self.out))
         test_s = test["seconds"] + (0.0 if last is test else last["seconds"])

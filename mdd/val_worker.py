@@ -35,10 +35,11 @@ def _keep(data: mdata.MedMNIST) -> None:
     _DATA = data
 
 
-def _evaluate(x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, lr: float, threads: int) -> dict:
+def _evaluate(x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, lr: float, threads: int,
+              split: str = "val") -> dict:
     assert _DATA is not None, "the worker's initializer did not run"
     with torch_threads(threads):
-        return evaluate_set(x, y, _DATA, cfg, lr=lr, split="val", progress=False)
+        return evaluate_set(x, y, _DATA, cfg, lr=lr, split=split, progress=False)
 
 
 @dataclass
@@ -69,6 +70,13 @@ class ValWorker:
         job.future = self._pool.submit(_evaluate, x.detach().cpu().clone(), y.detach().cpu().clone(),
                                        cfg, lr, torch.get_num_threads())
         self.pending.append(job)
+
+    def score(self, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, lr: float,
+              split: str) -> Future:
+        """Score (x M×C×H×W, y M) on ``split`` outside the val queue (after it, FIFO): the
+        run's end scores its last iterate here while it scores the selected set itself."""
+        return self._pool.submit(_evaluate, x.detach().cpu().clone(), y.detach().cpu().clone(),
+                                 cfg, lr, torch.get_num_threads(), split)
 
     def done(self, wait: bool = False) -> list[tuple[ValJob, dict | Exception]]:
         """The finished jobs at the head of the queue (all of them with ``wait``), in

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from conftest import distill_cfg as cfg  # tiny experts and data: tests/conftest.py
 from mdd.artifact import load_distilled
 from mdd.distill_config import CHECKPOINT
+from mdd.runtime import torch_threads
 from mdd.val_worker import ValWorker
 
 dm = importlib.import_module("mdd.distill")
@@ -44,6 +45,7 @@ def test_background_evaluations_give_the_inline_run(env, tmp_path: Path, monkeyp
     assert queued == [e["iteration"] for e in _evals(tmp_path / "bg")]
     assert background["selected_iteration"] == inline["selected_iteration"]
     assert background["aucs"] == inline["aucs"] and background["val_auc"] == inline["val_auc"]
+    assert background["last"] == inline["last"]
     assert torch.equal(load_distilled(tmp_path / "bg").x, load_distilled(tmp_path / "inline").x)
     assert np.array_equal(dm.read_log(tmp_path / "bg")["loss"], dm.read_log(tmp_path / "inline")["loss"])
 
@@ -89,3 +91,21 @@ def test_evaluations_filed_after_the_checkpoint_are_not_doubled(env, tmp_path: P
     assert len(dm.read_evals(out)) == 2
     dm.distill(cfg(env, out, method="mtt", val_background=True))
     assert _evals(out) == _evals(tmp_path / "full")
+
+
+def test_the_worker_scores_a_test_set_as_the_run_would(env) -> None:
+    # the run's end scores its last iterate in the worker while it scores the selected set
+    from mdd import data as mdata
+    from mdd.evaluate import EvalConfig, evaluate_set
+    data = mdata.load("breastmnist", root=env["root"])
+    x, y = data.split("train").x[:4].float(), data.split("train").y[:4]
+    ec = EvalConfig(models=2, epochs=3, seed=1, device="cpu", threads=1)
+    worker = ValWorker(data)
+    try:
+        with torch_threads(1):
+            there = worker.score(x, y, ec, 0.01, "test").result()
+            here = evaluate_set(x, y, data, ec, lr=0.01, split="test", progress=False)
+    finally:
+        worker.close()
+    assert there["aucs"] == here["aucs"] and there["accs"] == here["accs"]
+    assert there["test_seeds"] == here["test_seeds"]
