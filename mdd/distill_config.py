@@ -18,7 +18,7 @@ METHODS: dict[str, tuple[str, bool]] = {
 LOG_FIELDS = ("iteration", "phase", "loss", "alpha", "grad_norm", "grad_alpha", "expert", "start",
               "target", "steps", "stage", "overlap_ratio", "mean_similarity", "replaced",
               "skipped", "skips", "nonfinite", "dx_rms", "lr_images", "main_iteration",
-              "seconds", "elapsed")
+              "seconds", "elapsed", "mode")
 
 CHECKPOINT, CONFIG, RESULT = "checkpoint.safetensors", "config.json", "result.json"
 

@@ -407,7 +407,8 @@ class DistillRun(RunState):
                           "nonfinite": self.counters["nonfinite"], "dx_rms": round(dx, 8),
                           "lr_images": cfg.lr_images if phase == "retrain" else
                           _warm(cfg, self.main - 1), "main_iteration": self.main,
-                          "seconds": round(dt, 4), "elapsed": round(self.elapsed, 3)})
+                          "seconds": round(dt, 4), "elapsed": round(self.elapsed, 3),
+                          "mode": self.mode})
             if cfg.snapshot_every and self.iteration % cfg.snapshot_every == 0:
                 self.save_snapshot(self.iteration, sims)
             self.collect_val()

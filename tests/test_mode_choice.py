@@ -9,7 +9,7 @@ import torch
 from conftest import distill_cfg
 from mdd import mode_choice as mc
 from mdd.artifact import load_distilled
-from mdd.distill import distill
+from mdd.distill import distill, read_log
 
 
 def fake(seconds: dict[str, float], calls: list[str]):
@@ -62,6 +62,9 @@ def test_a_run_records_its_choice_and_the_next_run_reads_the_cache(distill_env, 
     forced = distill(distill_cfg(distill_env, tmp_path / "c", method="mtt", mode="adjoint",
                                  compile=False))
     assert forced["mode_choice"] == {"mode": "adjoint", "source": "config", "seconds": {}}
+    # every log row says which mode computed it (val-only runs have no result.json)
+    assert set(read_log(tmp_path / "a")["mode"]) == {"unrolled"}
+    assert set(read_log(tmp_path / "c")["mode"]) == {"adjoint"}
     # exact either way: the same images to rounding
     diff = (load_distilled(tmp_path / "c").x - load_distilled(tmp_path / "a").x).abs().max()
     assert float(diff) < 1e-3
