@@ -12,6 +12,17 @@ in ``results/ablations/preset_curves.md``.
     MDD_DATA=../shared/medmnist python benchmarks/preset_curves.py [ipc2|ipc10 ...]
     python benchmarks/preset_curves.py --report      # tables from the runs found, no runs
 
+The same runs decide how often the grid evaluates candidates (a second rule, stated on
+2026-12-07 before its numbers were computed). Candidates every 50 iterations instead
+of 25 halve the val evaluations, which cost about as much as the matching. Whether the
+selection loses by it is measured on val alone, by held-out networks
+(:func:`mdd.curves.heldout_selection`): in each run, for each of its 3 val networks, the
+checkpoint is chosen on the other two among the candidates up to the budget, and scored
+by the held-out network's AUC. **Rule**: ``eval_every`` becomes 50 if the mean paired
+difference (every 50 − every 25) over all runs of the 8 complete cells, at the budget
+the curves give, is ≥ −0.005 and no cell's mean is below −0.01; otherwise it stays 25.
+Written to ``results/ablations/eval_every.md``.
+
 Cost measured on engine v2 (2 cores, one run per core): an ipc 2 run of 150 iterations
 is about 4.5 min wall, an ipc 10 run about 18 min; 3× as long here.
 """
@@ -23,15 +34,17 @@ from pathlib import Path
 
 from mdd import curves
 from mdd.ablation import AblationConfig, run_ablation
-from mdd.distill_config import PRESETS
 from mdd.io import write_text
 from mdd.viz import markdown_table
 
-CPU = PRESETS["cpu"]
-LONG = 3 * CPU["iterations"]
-#: The preset's own stage length, kept fixed so a long run extends the last stage.
-LONG_RUN = dict(iterations=LONG, eval_every=CPU["eval_every"],
-                stage_iterations=CPU["iterations"] // CPU["num_stages"])
+#: The cpu preset the curves measured (engine v2: 150 iterations, 4 stages, val every
+#: 25), carried to 3× its iterations. Fixed numbers, not read from PRESETS: the curves
+#: size the preset, and a resized preset must not change the runs that sized it.
+MEASURED = dict(iterations=150, num_stages=4, eval_every=25)
+LONG = 3 * MEASURED["iterations"]
+#: The measured preset's stage length, kept fixed so a long run extends the last stage.
+LONG_RUN = dict(iterations=LONG, eval_every=MEASURED["eval_every"],
+                stage_iterations=MEASURED["iterations"] // MEASURED["num_stages"])
 METHODS = ["mtt", "ptm+dom"]
 FLAGS = ["breastmnist", "pneumoniamnist"]
 SEEDS = [0, 1, 2]
@@ -61,9 +74,9 @@ def report() -> None:
     final = int(p["complete"].sum()) == cells
     budget = curves.preset_budget(p[p["complete"]])
     text = ["# Val curves that size the cpu preset", "",
-            f"MTT and PTM+DOM carried to {LONG} iterations (the cpu preset's "
-            f"{CPU['iterations']} × 3, PTM's stage length kept at {LONG_RUN['stage_iterations']}), "
-            f"val AUC every {CPU['eval_every']} iterations, mean over seeds. Rule, stated "
+            f"MTT and PTM+DOM carried to {LONG} iterations (the measured cpu preset's "
+            f"{MEASURED['iterations']} × 3, PTM's stage length kept at {LONG_RUN['stage_iterations']}), "
+            f"val AUC every {MEASURED['eval_every']} iterations, mean over seeds. Rule, stated "
             "before the curves (mdd.curves): a cell's plateau is the first iteration whose "
             "mean val AUC is within 0.005 of its best; the preset's budget is the largest "
             "plateau over all cells.", "",
@@ -74,6 +87,36 @@ def report() -> None:
              f"{len(SEEDS)} seeds carried to {LONG}); largest plateau among them so far: "
              f"{budget}.")]
     write_text(RESULTS / f"{NAME}.md", "\n".join(text) + "\n")
+    print("\n".join(text))
+    eval_every_report(where, p[p["complete"]], budget, final)
+
+
+def eval_every_report(where: dict, complete, budget: int | None, final: bool) -> None:
+    """The second rule (module docstring), on the complete cells' runs at ``budget``."""
+    if budget is None:
+        return
+    nets = curves.read_network_curves(where)
+    keep = set(map(tuple, complete[curves.KEYS].values))
+    nets = nets[[k in keep for k in map(tuple, nets[curves.KEYS].values)]]
+    t = curves.eval_every_table(nets, budget, coarse=50, fine=25)
+    ok = curves.coarse_selection_ok(t)
+    runs = int(t["seeds"].sum()) if len(t) else 0
+    overall = float((t["diff"] * t["seeds"]).sum() / runs) if runs else float("nan")
+    verdict = "**eval_every = 50**" if ok else "**eval_every stays 25**"
+    text = ["# Candidates every 25 or every 50 iterations? (val, held-out networks)", "",
+            "Rule, stated before the numbers (benchmarks/preset_curves.py docstring): in each "
+            "curve run, for each of its 3 val networks, the checkpoint is chosen on the other "
+            "two among the candidates up to the budget (every k iterations and the last) and "
+            "scored by the held-out network's AUC. eval_every becomes 50 if the mean paired "
+            "difference (every 50 − every 25) over all runs of the 8 complete cells is ≥ −0.005 "
+            "and no cell's mean is below −0.01; otherwise it stays 25.", "",
+            "Command: `python benchmarks/preset_curves.py --report`", "",
+            f"Budget: {budget} iterations; {runs} runs in {len(t)} complete cells.", "",
+            markdown_table(t, ".4f") if len(t) else "(no complete cell)", "",
+            f"Mean paired difference over the runs: {overall:+.4f}.", "",
+            (f"By the rule: {verdict}." if final else
+             f"Not final (the budget and the cells are not); by the rule so far: {verdict}.")]
+    write_text(RESULTS / "eval_every.md", "\n".join(text) + "\n")
     print("\n".join(text))
 
 

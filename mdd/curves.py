@@ -93,6 +93,89 @@ def preset_budget(plateaus: pd.DataFrame) -> int | None:
     return int(plateaus["plateau_iteration"].max()) if len(plateaus) else None
 
 
+#: One row per val network per evaluation of a curve run (held-out selection).
+NETWORK_COLUMNS = ("flag", "ipc", "method", "seed", "iteration", "network", "auc", "bacc")
+
+
+def read_network_curves(runs: Mapping[tuple[str, int, str, int], str | os.PathLike]) -> pd.DataFrame:
+    """Like :func:`read_curves`, one row per val network (``aucs``/``baccs`` of each
+    evaluation; ``network`` is its index in the evaluation's ``val_seeds``)."""
+    from .run_folder import read_evals
+    rows = []
+    for (flag, ipc, method, seed), run in runs.items():
+        if not os.path.isfile(os.path.join(run, "evals.jsonl")):
+            continue
+        for e in read_evals(run):
+            it = e.get("main_iteration", e["iteration"])
+            for j, (auc, bacc) in enumerate(zip(e.get("aucs") or [], e.get("baccs") or [])):
+                rows.append({"flag": flag, "ipc": int(ipc), "method": method, "seed": int(seed),
+                             "iteration": it, "network": j, "auc": auc, "bacc": bacc})
+    return pd.DataFrame(rows, columns=list(NETWORK_COLUMNS))
+
+
+def heldout_selection(nets: pd.DataFrame, every: int, budget: int) -> pd.DataFrame:
+    """What selecting every ``every`` iterations gives, scored on val networks the choice
+    did not see (the second stated rule, ``benchmarks/eval_every.py``).
+
+    Per run reaching ``budget``: the candidates are the iterations in (0, budget] that
+    are multiples of ``every``, and ``budget`` itself (a run's last iterate is always a
+    candidate). For each val network j, the checkpoint is chosen on the others (mean AUC,
+    ties mean balanced ACC, then the earlier) and scored by j's AUC. One row per run:
+    ``heldout_auc`` (mean over j) and the ``picks``.
+    """
+    rows = []
+    for (flag, ipc, method, seed), g in nets.groupby(KEYS + ["seed"], sort=True):
+        if g["iteration"].max() < budget:
+            continue
+        g = g[(g["iteration"] > 0) & (g["iteration"] <= budget)
+              & ((g["iteration"] % every == 0) | (g["iteration"] == budget))]
+        auc = g.pivot(index="iteration", columns="network", values="auc")
+        bacc = g.pivot(index="iteration", columns="network", values="bacc")
+        scores, picks = [], []
+        for j in auc.columns:
+            others = [c for c in auc.columns if c != j]
+            table = pd.DataFrame({"auc": auc[others].mean(1), "bacc": bacc[others].mean(1)})
+            table = table.reset_index().sort_values(["auc", "bacc", "iteration"],
+                                                    ascending=[False, False, True])
+            pick = int(table["iteration"].iloc[0])
+            scores.append(float(auc.loc[pick, j]))
+            picks.append(pick)
+        rows.append({"flag": flag, "ipc": int(ipc), "method": method, "seed": int(seed),
+                     "every": every, "budget": budget, "candidates": len(auc),
+                     "heldout_auc": sum(scores) / len(scores), "picks": picks})
+    return pd.DataFrame(rows)
+
+
+def eval_every_table(nets: pd.DataFrame, budget: int, coarse: int, fine: int) -> pd.DataFrame:
+    """Per (flag, ipc, method): held-out val AUC selecting every ``fine`` and every
+    ``coarse`` iterations, and their paired difference (coarse − fine) over seeds with
+    95 % intervals (:func:`mdd.stats.paired_difference`)."""
+    from .stats import paired_difference
+    a, b = heldout_selection(nets, coarse, budget), heldout_selection(nets, fine, budget)
+    rows: list[dict] = []
+    if a.empty:
+        return pd.DataFrame(rows)
+    fine_runs = dict(tuple(b.groupby(KEYS, sort=True)))
+    for key, ga in a.groupby(KEYS, sort=True):
+        gb = fine_runs[key]   # the same runs: both grids need the same budget reached
+        d = paired_difference(dict(zip(ga["seed"], ga["heldout_auc"])),
+                              dict(zip(gb["seed"], gb["heldout_auc"])))
+        rows.append({**dict(zip(KEYS, key)), "seeds": d["n"], f"every_{fine}": float(gb["heldout_auc"].mean()),
+                     f"every_{coarse}": float(ga["heldout_auc"].mean()), "diff": d["mean"],
+                     "ci_low": d["ci_low"], "ci_high": d["ci_high"]})
+    return pd.DataFrame(rows)
+
+
+def coarse_selection_ok(table: pd.DataFrame, tol: float = 0.005, cell_tol: float = 0.01) -> bool | None:
+    """The stated rule: the coarser candidate grid is kept when the mean paired
+    difference over all runs is ≥ −``tol`` and no cell's mean is below −``cell_tol``
+    (None without cells). Runs, not cells, are averaged: every cell has its seeds."""
+    if table.empty:
+        return None
+    overall = float((table["diff"] * table["seeds"]).sum() / table["seeds"].sum())
+    return bool(overall >= -tol and (table["diff"] >= -cell_tol).all())
+
+
 def curves_figure(curves: pd.DataFrame, plateaus: pd.DataFrame | None = None,
                   metric: str = "auc_mean", budget: int | None = None, title: str = "") -> Figure:
     """One panel per (flag, ipc): each method's mean val ``metric`` over seeds against

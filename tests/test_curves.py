@@ -60,3 +60,48 @@ def test_read_curves_and_figure(tmp_path: Path) -> None:
     assert list(c[c["method"] == "ptm"]["iteration"]) == [0, 25, 50]
     fig = curves.curves_figure(c, curves.plateau_table(c), budget=50, title="t")
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == "breastmnist, ipc 2"
+
+
+def _networks(method: str, seed: int, per_iteration: dict[int, list[float]]) -> list[dict]:
+    return [{"flag": "a", "ipc": 2, "method": method, "seed": seed, "iteration": it,
+             "network": j, "auc": v, "bacc": 0.5}
+            for it, values in per_iteration.items() for j, v in enumerate(values)]
+
+
+def test_heldout_selection_chooses_on_the_other_networks() -> None:
+    # at 25 the networks disagree: networks 1 and 2 like it, network 0 does not
+    nets = pd.DataFrame(_networks("mtt", 0, {0: [0.9, 0.9, 0.9], 25: [0.5, 0.9, 0.9],
+                                             50: [0.7, 0.7, 0.7], 75: [0.6, 0.6, 0.6]}))
+    fine = curves.heldout_selection(nets, every=25, budget=75).iloc[0]
+    # held out 0: picks 25 (others 0.9) and scores 0.5; held out 1 or 2: 25 → 0.9
+    assert fine["picks"] == [25, 25, 25] and abs(fine["heldout_auc"] - (0.5 + 0.9 + 0.9) / 3) < 1e-12
+    coarse = curves.heldout_selection(nets, every=50, budget=75).iloc[0]
+    # every 50: candidates 50 and the budget 75 (the last iterate), never iteration 0
+    assert coarse["candidates"] == 2 and coarse["picks"] == [50, 50, 50]
+    assert abs(coarse["heldout_auc"] - 0.7) < 1e-12
+    # a run that has not reached the budget is left out
+    assert curves.heldout_selection(nets, every=25, budget=100).empty
+
+
+def test_eval_every_rule() -> None:
+    rows = []
+    for seed in (0, 1, 2):
+        rows += _networks("mtt", seed, {25: [0.8, 0.8, 0.8], 50: [0.81, 0.81, 0.81]})
+    t = curves.eval_every_table(pd.DataFrame(rows), budget=50, coarse=50, fine=25)
+    assert list(t["diff"]) == [0.0] and curves.coarse_selection_ok(t)
+    rows = []
+    for seed in (0, 1, 2):   # the coarse grid misses the peak at 25 by 0.02
+        rows += _networks("mtt", seed, {25: [0.83, 0.83, 0.83], 50: [0.81, 0.81, 0.81],
+                                        75: [0.80, 0.80, 0.80]})
+    t = curves.eval_every_table(pd.DataFrame(rows), budget=75, coarse=50, fine=25)
+    assert abs(t["diff"].iloc[0] + 0.02) < 1e-12 and curves.coarse_selection_ok(t) is False
+    assert curves.coarse_selection_ok(pd.DataFrame()) is None
+
+
+def test_read_network_curves(tmp_path: Path) -> None:
+    run = tmp_path / "breastmnist-ipc2-mtt-s0"
+    run.mkdir()
+    (run / "evals.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "aucs": [0.6, 0.7], "baccs": [0.5, 0.55]}) + "\n" for i in (0, 25)))
+    n = curves.read_network_curves({("breastmnist", 2, "mtt", 0): str(run)})
+    assert len(n) == 4 and list(n["network"]) == [0, 1, 0, 1] and list(n["auc"]) == [0.6, 0.7] * 2
