@@ -38,7 +38,8 @@ WORKERS = 2
 #: (iterations, eval_every, evaluation epochs E) to price: the cpu preset's, the longer
 #: budgets the preset curves point to, and cheaper alternatives (evaluation cost is taken
 #: as proportional to E; measured at E = 300).
-PRESETS = [(150, 25, 300), (225, 25, 300), (300, 25, 300), (150, 50, 300), (100, 50, 300),
+PRESETS = [(150, 25, 300), (225, 25, 300), (300, 25, 300), (150, 50, 300), (225, 50, 300),
+           (300, 50, 300), (100, 50, 300),
            (150, 25, 100), (150, 50, 100), (100, 50, 100)]
 
 
