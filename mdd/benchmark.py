@@ -42,6 +42,7 @@ from .executors import available_cores, job_threads, open_executor
 from .io import read_json, remove_partial_writes, write_text
 from .locks import file_lock, folder_lock
 from .runtime import torch_threads
+from .stability import run_log_stats
 
 DISTILL_METHODS = ("mtt", "datm", "ptm", "ptm+dom")
 METHODS = ("random",) + DISTILL_METHODS + ("full",)
@@ -50,7 +51,9 @@ METRICS = ("acc_mean", "acc_std", "bacc_mean", "bacc_std", "auc_mean", "auc_std"
 COLUMNS = KEY + list(METRICS) + [
     "models", "epochs", "lr", "alpha", "selected_iteration", "iterations",
     "last_iteration", "last_acc_mean", "last_bacc_mean", "last_auc_mean",
-    "val_auc", "val_seeds", "test_seeds", "distill_seconds", "seconds", "artifact", "protocol"]
+    "val_auc", "val_seeds", "test_seeds", "distill_seconds", "seconds", "artifact", "protocol",
+    # the run's matching-loss stability (mdd.stability), so claim 1 needs no run folder
+    "loss_jumps", "loss_rolling_var"]
 
 
 @dataclass
@@ -161,7 +164,8 @@ def _row(flag: str, size: int, ipc: int | None, method: str, seed: int, res: dic
             "val_seeds": json.dumps(res.get("selection", {}).get("seeds", [])),
             "test_seeds": json.dumps(res.get("test_seeds", [])),
             "distill_seconds": res.get("distill_seconds"), "seconds": res.get("seconds"),
-            "artifact": res.get("artifact"), "protocol": 2}
+            "artifact": res.get("artifact"), "protocol": 2,
+            "loss_jumps": res.get("loss_jumps"), "loss_rolling_var": res.get("loss_rolling_var")}
 
 
 def _run_folder(cfg: GridConfig, flag: str, ipc: int, method: str, seed: int) -> Path:
@@ -214,6 +218,8 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int
         res = {**evaluate_set(x, y, data, ec, lr=lr, progress=cfg.progress), "alpha": lr}
     else:
         res = dict(_distill_run(cfg, flag, ipc, method, seed, experts_ready))
+        st = run_log_stats(_run_folder(cfg, flag, ipc, method, seed)) or {}
+        res["loss_jumps"], res["loss_rolling_var"] = st.get("jumps"), st.get("rolling_var_mean")
         from .records import save_record
         records = cfg.records or str(Path(cfg.results).parent / "artifacts")
         res["artifact"] = save_record(res["artifact"], flag, ipc, method, seed, root=records)

@@ -83,6 +83,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import stats
+from .stability import run_log_stats  # noqa: F401  (public here since its first release)
 
 #: The paper's figures (arXiv 2403.13469, abstract), in points of test ACC.
 PAPER_AVERAGE_GAIN = 8.33
@@ -117,29 +118,6 @@ def _by_seed(df: pd.DataFrame, flag: str, ipc: int, method: str) -> dict[int, fl
 def _cells(df: pd.DataFrame) -> list[tuple[str, int]]:
     """Every flag × ipc the CSV has a row for, in its order."""
     return list(dict.fromkeys((str(f), int(i)) for f, i in zip(df["flag"], df["ipc"])))
-
-
-def run_log_stats(folder: str | Path, rel: float = 0.5) -> dict | None:
-    """Stability numbers of one run folder's log, or None when it has no logged loss:
-    ``iterations`` (main-phase rows), ``jumps`` (loss jumps, ×(1 + rel)), ``jump_rate``,
-    ``window`` and ``rolling_var_mean`` (mean rolling variance of the loss)."""
-    from .diagnostics import default_window, loss_jumps, rolling_variance
-    from .run_folder import read_log
-    log = read_log(folder)
-    if log.empty:
-        return None
-    if log["phase"].notna().any():   # DOM's retrain iterations match other targets
-        log = log[log["phase"] == "main"]
-    log = log.sort_values("iteration")
-    loss = pd.to_numeric(log["loss"], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(loss).any():
-        return None
-    window = default_window(len(loss))
-    rv = rolling_variance(loss, window)
-    jumps = loss_jumps(loss, rel)
-    return {"iterations": len(loss), "jumps": jumps["jumps"], "jump_rate": jumps["jump_rate"],
-            "window": window,
-            "rolling_var_mean": float(np.nanmean(rv)) if np.isfinite(rv).any() else math.nan}
 
 
 # ====================================================================== statistics
@@ -250,6 +228,21 @@ def _combine(verdicts: Sequence[str]) -> str:
 
 
 # ====================================================================== the claims
+def _log_stats(df: pd.DataFrame, grid, flag: str, ipc: int, method: str, seed: int) -> dict | None:
+    """A run's loss jumps and rolling variance: from its CSV row (the grid records them,
+    so the claim needs no run folder) or else from its log in the runs folder."""
+    row = df[(df["flag"] == flag) & (df["ipc"] == ipc) & (df["method"] == method) & (df["seed"] == seed)]
+    if len(row) and "loss_jumps" in row:
+        jumps = pd.to_numeric(row["loss_jumps"], errors="coerce").iloc[0]
+        rv = pd.to_numeric(row["loss_rolling_var"], errors="coerce").iloc[0]
+        if math.isfinite(jumps) and math.isfinite(rv):
+            return {"jumps": float(jumps), "rolling_var_mean": float(rv)}
+    if grid is None:
+        return None
+    from .benchmark import _run_folder
+    return run_log_stats(_run_folder(grid, flag, ipc, method, seed))
+
+
 def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
                     ipcs: Sequence[int] = STABILITY_IPCS) -> dict:
     """Claim 1. Returns ``cells`` (one dict per flag × ipc: ``flag, ipc, seeds, status,
@@ -257,7 +250,7 @@ def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
     ``rv_ptm/_mtt`` (means over the paired runs), ``d_jumps``/``d_rv`` (paired
     differences, :func:`mdd.stats.paired_difference`), ``outcome``), ``verdict`` and
     ``reason``."""
-    from .benchmark import GridConfig, _run_folder
+    from .benchmark import GridConfig
     grid = GridConfig(runs=str(runs)) if runs is not None else None
     flags = list(dict.fromkeys(str(f) for f in df["flag"]))
     cells, logs_seen = [], False
@@ -274,10 +267,9 @@ def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
                 cells.append(row)
                 continue
             shared = sorted(set(ptm) & set(mtt))
-            per = {}
-            if grid is not None:
-                for m in ("ptm", "mtt"):
-                    per[m] = {s: run_log_stats(_run_folder(grid, flag, ipc, m, s)) for s in shared}
+            per = {m: {s: _log_stats(df, grid, flag, ipc, m, s) for s in shared} for m in ("ptm", "mtt")}
+            if all(v is None for p in per.values() for v in p.values()):
+                per = {}
             with_logs = [s for s in shared if per and all(per[m][s] is not None for m in per)]
             logs_seen |= bool(with_logs)
             if with_logs:
@@ -308,7 +300,7 @@ def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
     elif not cells:
         verdict, reason = NOT_RESOLVED, "no flag in the results"
     elif not logs_seen:
-        verdict, reason = NOT_RESOLVED, "no run logs (pass the runs folder)"
+        verdict, reason = NOT_RESOLVED, "no loss logs (neither the CSV's loss_jumps nor a runs folder)"
     elif len(complete) < len(cells):
         verdict, reason = NOT_RESOLVED, f"{len(cells) - len(complete)} cell(s) missing or incomplete"
     else:
@@ -439,9 +431,9 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
     """The three claims as Markdown: per claim its verdict line, the per-cell table and
     the averages beside the paper's figures (the rule is the module doc's)."""
     c = claims(results_csv, runs)
-    src = "a DataFrame" if isinstance(results_csv, pd.DataFrame) else f"`{results_csv}`"
+    src = "the results rows" if isinstance(results_csv, pd.DataFrame) else f"`{results_csv}`"
     out = ["# Claims: the paper's three claims against the benchmark", "",
-           f"From {src}" + (f" and the run logs in `{runs}`" if runs is not None else " (no run logs)")
+           f"From {src}" + (f" and the run logs in `{runs}`" if runs is not None else "")
            + ", by `mdd.claims` (its docstring states the rules). Differences are paired over "
            "distillation seeds: mean, 95 % bootstrap CI in brackets, Student-t CI after `t`; "
            "accuracies in points. A verdict needs every expected cell with ≥ 3 seeds; missing "

@@ -89,6 +89,12 @@ def save_table(df: pd.DataFrame, name: str, folder: str | os.PathLike,
     return {"csv": csv, "md": md}
 
 
+def save_markdown(text: str, name: str, folder: str | os.PathLike) -> Path:
+    """Write ``text`` to ``folder/name.md`` atomically and return the path."""
+    path = Path(folder) / f"{_check_name(name)}.md"
+    return _publish_file(path, lambda tmp: tmp.write_text(text))
+
+
 # ---------------------------------------------------------------- figures
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
                **kw) -> tuple[Figure, np.ndarray]:

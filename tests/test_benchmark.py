@@ -177,6 +177,9 @@ def test_dask_grid_gives_the_inline_rows(make_fake, patched_info, tmp_path):
     want = B.run_grid(inline)
     assert want["method"].tolist() == ["random", "ptm", "random@ptm"]
     assert want["acc_mean"].notna().all() and want["alpha"].iloc[1:].notna().all()
+    # the distilled row carries its loss log's stability numbers (claim 1 reads them)
+    assert want["loss_jumps"].notna().tolist() == [False, True, False]
+    assert want["loss_rolling_var"].iloc[1] >= 0
 
     dask = grid("dask")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

@@ -188,13 +188,35 @@ def test_stability_in_each_direction_and_without_logs(tmp_path):
     assert worse["verdict"] == C.NOT_SUPPORTED
     assert {c["outcome"] for c in worse["cells"]} == {"PTM less stable"}
     none = C.claims(results)["stability"]
-    assert none["verdict"] == C.NOT_RESOLVED and "no run logs" in none["reason"]
+    assert none["verdict"] == C.NOT_RESOLVED and "no loss logs" in none["reason"]
     # stabler losses but a wider ACC spread than MTT's: not called stabler
     df.loc[df.method == "ptm", "acc_mean"] = [0.60, 0.70, 0.80] * 2
     df.to_csv(results, index=False)
     spread = C.claims(results, tmp_path / "a" / "runs")["stability"]
     assert {c["outcome"] for c in spread["cells"]} == {"unresolved"}
     assert spread["verdict"] == C.NOT_RESOLVED
+
+
+def test_stability_from_the_csv_alone(tmp_path):
+    """The grid records each run's loss stats in its row: claim 1 needs no run folder."""
+    results = csv(tmp_path, grid())
+    df = pd.read_csv(results)
+    df.loc[df.method == "ptm", "acc_mean"] = [0.70, 0.701, 0.702] * 2
+    runs = stability_runs(tmp_path / "a")
+    for i, r in df.iterrows():
+        st = C.run_log_stats(runs / f"{r.flag}-ipc{r.ipc}-{r.method}-s{r.seed}")
+        if st is not None:
+            df.loc[i, "loss_jumps"], df.loc[i, "loss_rolling_var"] = st["jumps"], st["rolling_var_mean"]
+    df.to_csv(results, index=False)
+    with_csv = C.claims(results)["stability"]
+    with_runs = C.claims(results, runs)["stability"]
+    assert with_csv["verdict"] == with_runs["verdict"] == C.SUPPORTED
+    assert with_csv["cells"][0]["d_jumps"]["mean"] == pytest.approx(-19)
+    # a row without the stats falls back on the runs folder, and without one says so
+    df.loc[(df.method == "mtt") & (df.seed == 0), ["loss_jumps", "loss_rolling_var"]] = None
+    df.to_csv(results, index=False)
+    assert C.claims(results)["stability"]["verdict"] == C.NOT_RESOLVED
+    assert C.claims(results, runs)["stability"]["verdict"] == C.SUPPORTED
 
 
 def test_stability_missing_ipc_and_missing_logs(tmp_path):

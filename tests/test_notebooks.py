@@ -31,7 +31,7 @@ EXPECTED_FIGURES = {
     "04_grids_breastmnist_ipc2.png", "04_evolution_breastmnist_ipc2.png",
     "04_nearest_breastmnist_ipc2.png", "04_nearest_breastmnist_ipc2.csv",
     "05_benchmark.csv", "05_benchmark.md", "05_benchmark_results.csv",
-    "05_benchmark_bars.png", "05_benchmark_lines.png",
+    "05_benchmark_bars.png", "05_benchmark_lines.png", "05_claims.md",
     "06_compare_breastmnist_ipc2.png", "06_compare_breastmnist_ipc2.csv",
     "06_compare_breastmnist_ipc2.md",
     "07_nearest_breastmnist_ipc2_ptm_dom.png", "07_dcr_breastmnist_ipc2_ptm_dom.png",
