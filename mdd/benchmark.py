@@ -13,8 +13,12 @@ One CSV row per (flag, size, ipc, method, seed), columns :data:`COLUMNS`; the di
 set behind a row is copied to ``artifacts/`` beside the CSV (:mod:`mdd.records`).
 
 Where cells run (:func:`run_grid`, :mod:`mdd.executors`): in this process one after the
-other (``workers=0``), in local worker processes (``workers=W``; None: one per core, at
-most the pending cells), or on a Dask cluster (``scheduler="tcp://…"`` or a ``client``).
+other (``workers=0``), in W local worker processes (``workers=W``), or on a Dask cluster
+(``scheduler="tcp://…"`` or a ``client``; ``scheduler="local"`` starts a LocalCluster of
+one single-threaded worker per core). Asked for none of these, a grid with more than
+one pending cell on a multi-core CPU runs on such a LocalCluster when Dask is installed
+(local processes otherwise, :func:`default_scheduler`); one cell, one core or a GPU:
+this process.
 With workers, each flag's expert set is trained first (with the same executor settings),
 a ``random@<m>`` cell is submitted only once its ``<m>`` cell has finished (it reads that
 run's ``result.json``), and this process — the CSV's only writer — upserts each row as
@@ -38,7 +42,7 @@ from tqdm.auto import tqdm
 from . import baselines, data as mdata, stats, validate
 from .ceiling import PRESET_MODELS, PRESET_SEARCH, full_ceiling
 from .evaluate import EvalConfig, evaluate_set, protocol
-from .executors import available_cores, job_threads, open_executor
+from .executors import LOCAL, available_cores, dask_available, job_threads, local_cluster, open_executor
 from .io import read_json, remove_partial_writes, write_text
 from .locks import file_lock, folder_lock
 from .runtime import torch_threads
@@ -298,7 +302,23 @@ def _for_workers(cfg: GridConfig) -> GridConfig:
         records=str(resolve_path(records)), progress=False)
 
 
+def default_scheduler(cfg: GridConfig, client: Any = None) -> str | None:
+    """Where a grid that runs off this process goes when nothing was asked: a Dask
+    LocalCluster of one single-threaded worker per core (``"local"``) when Dask is
+    installed, else local processes (None)."""
+    if cfg.workers is not None or cfg.scheduler is not None or client is not None:
+        return cfg.scheduler
+    return LOCAL if dask_available() else None
+
+
 def _run_parallel(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> None:
+    """Run ``todo`` off this process: one LocalCluster (the default, or ``--scheduler
+    local``) serves the experts and the cells."""
+    with local_cluster(default_scheduler(cfg, client), client) as (scheduler, client):
+        _run_on(dataclasses.replace(cfg, scheduler=scheduler), todo, results, client)
+
+
+def _run_on(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> None:
     """Run ``todo`` on an executor: experts first, then every cell whose dependency (a
     ``random@m`` cell's ``m`` cell, when it is pending too) has finished."""
     wcfg = _for_workers(cfg)

@@ -250,10 +250,13 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="local worker processes running cells (0: this process, one cell "
-                            "after the other; default: one per core, at most the pending cells)")
+                            "after the other; default: a Dask LocalCluster, see --scheduler, or "
+                            "without Dask one process per core, at most the pending cells)")
     where.add_argument("--scheduler", default=None,
                        help="Dask scheduler address, e.g. tcp://host:8786 (needs mdd[dask]); its "
-                            "workers must share this file system (--root, --runs, --results)")
+                            "workers must share this file system (--root, --runs, --results); "
+                            "'local': a LocalCluster of one single-threaded worker per core "
+                            "(the default with Dask installed and more than one cell to run)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker job (default: cores // workers)")
     add_common(p)

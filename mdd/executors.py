@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import importlib.util
 import multiprocessing
 import os
 import threading
@@ -89,6 +90,7 @@ def open_executor(workers: int | None = None, pending: int = 1, threads: int | N
 
     - ``client`` (a ``dask.distributed.Client``) or ``scheduler`` ("tcp://host:port"): Dask.
       A passed client is left open; one made from ``scheduler`` is closed.
+      ``scheduler="local"``: a Dask LocalCluster started here (:func:`local_cluster`).
     - ``workers=0``: this process. ``workers=W``: W spawned local processes.
     - ``workers=None``: one local process per core, at most ``pending`` (the number of
       jobs); when that is one (or ``inline_ok`` and a single core), this process.
@@ -138,8 +140,43 @@ def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="mdd-exit-with-parent", daemon=True).start()
 
 
+#: ``scheduler`` value that starts a Dask LocalCluster here (:func:`local_cluster`).
+LOCAL = "local"
+
+
+def dask_available() -> bool:
+    """Whether Dask distributed is installed (the ``mdd[dask]`` extra)."""
+    return importlib.util.find_spec("distributed") is not None
+
+
+@contextlib.contextmanager
+def local_cluster(scheduler: str | None, client: Any = None) -> Iterator[tuple[str | None, Any]]:
+    """``(scheduler, client)`` to run on: for ``scheduler == "local"`` (and no client) a
+    Dask LocalCluster of one single-threaded worker process per core, with its client,
+    closed on exit; anything else is passed through. One worker per core, one thread
+    each: on a small machine two one-thread jobs beat one two-thread job, and a
+    process per worker keeps the global RNG seeding of each job its own."""
+    if scheduler != LOCAL or client is not None:
+        yield scheduler, client
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("--scheduler local needs Dask: pip install 'mdd[dask]'") from None
+    with LocalCluster(n_workers=available_cores(), threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as own:
+        yield None, own
+
+
 @contextlib.contextmanager
 def _dask(scheduler: str | None, client: Any, threads: int | None) -> Iterator[Placement]:
+    with local_cluster(scheduler, client) as (scheduler, client):
+        with _dask_client(scheduler, client, threads) as placement:
+            yield placement
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None, client: Any, threads: int | None) -> Iterator[Placement]:
     own = client is None
     if own:
         try:

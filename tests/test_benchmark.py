@@ -194,19 +194,33 @@ def test_dask_grid_gives_the_inline_rows(make_fake, patched_info, tmp_path):
     assert (Path(dask.runs) / "breastmnist-ipc2-ptm-s0" / "result.json").is_file()
 
 
+def test_default_scheduler_is_a_local_cluster_when_dask_is_there(monkeypatch):
+    cfg = B.GridConfig()
+    monkeypatch.setattr(B, "dask_available", lambda: True)
+    assert B.default_scheduler(cfg) == "local"
+    assert B.default_scheduler(B.GridConfig(workers=2)) is None            # asked for processes
+    assert B.default_scheduler(B.GridConfig(scheduler="tcp://h:1")) == "tcp://h:1"
+    assert B.default_scheduler(cfg, client=object()) is None               # a client given
+    monkeypatch.setattr(B, "dask_available", lambda: False)
+    assert B.default_scheduler(cfg) is None                                # processes then
+
+
 @pytest.mark.slow
-def test_local_worker_processes_give_the_inline_rows(real_root, tmp_path):
-    """Two spawned local processes (the default path on a multi-core machine) on the real
-    BreastMNIST file: the same rows as the inline grid, experts shared."""
+@pytest.mark.parametrize("where", [{"workers": 2}, {"scheduler": "local"}],
+                         ids=["processes", "local-cluster"])
+def test_local_workers_give_the_inline_rows(real_root, tmp_path, where):
+    """Two spawned local processes, or a Dask LocalCluster of two one-thread workers (the
+    default with Dask), on the real BreastMNIST file: the same rows as the inline grid,
+    experts shared."""
     from mdd.experts import preset_recipe, train_experts
 
-    def grid(name, workers):
+    def grid(name, **where):
         return B.GridConfig(flags=["breastmnist"], ipcs=[1], methods=["random", "ptm"], seeds=[0],
                             preset="smoke", root=str(real_root), runs=str(tmp_path / name / "runs"),
                             results=str(tmp_path / name / "results.csv"), device="cpu",
-                            progress=False, threads=1, workers=workers)
+                            progress=False, threads=1, **where)
 
-    inline, procs = grid("inline", 0), grid("procs", 2)
+    inline, procs = grid("inline", workers=0), grid("procs", **where)
     recipe, count = preset_recipe("smoke")
     experts = B._experts_folder(inline, "breastmnist")
     train_experts("breastmnist", experts, count, recipe, root=str(real_root), seed=0, device="cpu",
