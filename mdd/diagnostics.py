@@ -89,14 +89,45 @@ def ensure_runs(experts: Any, flag: str, ipc: int, methods: Sequence[str], seeds
                                         root=None if root is None else str(root), device=device,
                                         threads=preset_threads(preset, threads),
                                         progress=progress), **(overrides or {}))
-            rows.append({"method": method, "seed": int(seed), "run": str(out),
-                         **{k: res[k] for k in ("acc_mean", "acc_std", "auc_mean", "auc_std",
-                                                "val_acc", "alpha", "selected_iteration")},
-                         "skips": res["counters"].get("skips", 0),
-                         "nonfinite": res["counters"].get("nonfinite", 0),
-                         "replaced": res["counters"].get("replaced", 0),
-                         "seconds": round(time.perf_counter() - t0, 2)})
+            rows.append(_run_row(method, seed, out, res, time.perf_counter() - t0))
     return pd.DataFrame(rows)
+
+
+def _run_row(method: str, seed: int, out: Path, res: dict, seconds: float) -> dict:
+    return {"method": method, "seed": int(seed), "run": str(out),
+            **{k: res.get(k) for k in ("acc_mean", "acc_std", "auc_mean", "auc_std",
+                                       "val_acc", "alpha", "selected_iteration")},
+            "skips": res["counters"].get("skips", 0),
+            "nonfinite": res["counters"].get("nonfinite", 0),
+            "replaced": res["counters"].get("replaced", 0),
+            "seconds": round(seconds, 2)}
+
+
+def finished_runs(folder: str | os.PathLike, flag: str, ipc: int, methods: Sequence[str],
+                  seeds: Sequence[int]) -> pd.DataFrame:
+    """The rows :func:`ensure_runs` returns, read from finished runs under ``folder`` (a
+    benchmark grid's ``--runs``: the same folder names) without running anything;
+    FileNotFoundError naming the runs that are not finished there. ``seconds`` is the
+    run's own compute time (``result.json``)."""
+    from .io import read_json
+    folder = Path(folder)
+    want = [(m, int(s), folder / run_name(flag, ipc, m, s)) for m in methods for s in seeds]
+    missing = [str(out) for _, _, out in want if not (out / "result.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} run(s) not finished under {folder}: "
+                                + ", ".join(missing[:4]) + (" …" if len(missing) > 4 else ""))
+    rows = []
+    for m, s, out in want:
+        res = read_json(out / "result.json")
+        rows.append(_run_row(m, s, out, res, res.get("seconds") or 0.0))
+    return pd.DataFrame(rows)
+
+
+def run_experts(run: str | os.PathLike):
+    """The :class:`mdd.experts.ExpertSet` a finished run was distilled from (its config)."""
+    from .experts import ExpertSet
+    from .io import read_json
+    return ExpertSet(read_json(Path(run) / "config.json")["experts"])
 
 
 def _runs_of(runs: pd.DataFrame | Iterable[dict]) -> list[dict]:

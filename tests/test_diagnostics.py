@@ -395,3 +395,20 @@ def test_save_table_float_format(tmp_path):
     assert "| 0.00123 |" in (tmp_path / "t.md").read_text()
     viz.save_table(df, "u", tmp_path)
     assert "| 0.0012 |" in (tmp_path / "u.md").read_text()   # the default is unchanged
+
+
+def test_finished_runs_reads_a_grid_folder_and_names_what_is_missing(tmp_path):
+    for method, acc in (("mtt", 0.6), ("ptm", 0.7)):
+        run = tmp_path / dg.run_name("breastmnist", 2, method, 0)
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps(
+            {"acc_mean": acc, "acc_std": 0.0, "auc_mean": acc, "auc_std": 0.0, "val_acc": acc,
+             "alpha": 0.01, "selected_iteration": 25, "seconds": 12.5,
+             "counters": {"skips": 1, "replaced": 2}}))
+        (run / "config.json").write_text(json.dumps({"experts": str(tmp_path / "experts")}))
+    runs = dg.finished_runs(tmp_path, "breastmnist", 2, ["mtt", "ptm"], [0])
+    assert runs["method"].tolist() == ["mtt", "ptm"] and runs["acc_mean"].tolist() == [0.6, 0.7]
+    assert runs["skips"].tolist() == [1, 1] and runs["nonfinite"].tolist() == [0, 0]
+    assert runs["seconds"].tolist() == [12.5, 12.5]
+    with pytest.raises(FileNotFoundError, match="1 run\\(s\\) not finished.*ptm\\+dom-s0"):
+        dg.finished_runs(tmp_path, "breastmnist", 2, ["ptm", "ptm+dom"], [0])
