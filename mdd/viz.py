@@ -453,7 +453,7 @@ def overlap_figure(logs: pd.DataFrame, events: pd.DataFrame | None = None, tau: 
     """Overlap ratio and mean within-class similarity per iteration (the run log's
     features: the experts' last epoch), one line per run; DOM checks (features at the
     check's target epoch) as markers, iterations where DOM replaced images as lines.
-    ``events``: :func:`mdd.diagnostics.dom_events_table` rows with method and seed."""
+    ``events``: :func:`mdd.dom_diagnostics.dom_events_table` rows with method and seed."""
     if logs.empty:
         raise ValueError("no log rows to plot")
     fig, axes = new_figure(2, 1, figsize=(8, 5.6), sharex=True)
@@ -488,7 +488,7 @@ def overlap_figure(logs: pd.DataFrame, events: pd.DataFrame | None = None, tau: 
 
 def replacement_figure(replacements: Sequence[dict], norm, class_names: Sequence[str],
                        max_rows: int = 12, note: str = "", cell: float = 1.3) -> Figure:
-    """Images DOM replaced (:func:`mdd.diagnostics.dom_replacements`), one row each:
+    """Images DOM replaced (:func:`mdd.dom_diagnostics.dom_replacements`), one row each:
     before, re-seeded (the real train image) and at the end of the run. ``norm``: the
     :class:`mdd.data.Normalization` of the images. Without replacements, a figure
     that says so (and ``note``)."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mdd import data as D, diagnostics as dg, viz
+from mdd import data as D, diagnostics as dg, dom_diagnostics as dd, image_diagnostics as imd, viz
 from mdd.data import Normalization
 from mdd.matching import Student
 from mdd.nets import ConvNet, flatten_params
@@ -139,7 +139,7 @@ def test_overlap_summary():
     logs = _fake_logs()
     events = pd.DataFrame({"method": ["ptm", "ptm"], "seed": [0, 0], "iteration": [1, 3],
                            "replaced": [2, 0], "max_similarity": [0.95, 0.5]})
-    s = dg.overlap_summary(logs, events).set_index(["method", "seed"])
+    s = dd.overlap_summary(logs, events).set_index(["method", "seed"])
     assert s.loc[("ptm", 0), "dom_checks"] == 2 and s.loc[("ptm", 0), "replaced"] == 2
     assert s.loc[("ptm", 0), "max_similarity_at_checks"] == 0.95
     assert s.loc[("mtt", 1), "dom_checks"] == 0
@@ -149,11 +149,11 @@ def test_overlap_summary():
 
 def test_pair_stats():
     m = {0: np.array([[1, 0.95, 0.2], [0.95, 1, 0.4], [0.2, 0.4, 1]]), 1: np.ones((1, 1))}
-    s = dg.pair_stats(m, 0.9)
+    s = dd.pair_stats(m, 0.9)
     assert s["pairs"] == 3 and s["max_similarity"] == 0.95
     assert s["overlap_ratio"] == pytest.approx(1 / 3)
     assert s["mean_similarity"] == pytest.approx((0.95 + 0.2 + 0.4) / 3)
-    assert dg.pair_stats({0: np.ones((1, 1))}, 0.9)["pairs"] == 0
+    assert dd.pair_stats({0: np.ones((1, 1))}, 0.9)["pairs"] == 0
 
 
 def test_threads_helpers():
@@ -168,14 +168,14 @@ def test_nearest_real_finds_the_planted_exact_match():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(50, 1, 8, 8, generator=g)
     query = real[torch.tensor([7, 23, 41])].clone()
-    idx, dist = dg.nearest_real(query, real)
+    idx, dist = imd.nearest_real(query, real)
     assert idx.tolist() == [7, 23, 41]
     np.testing.assert_allclose(dist, 0, atol=1e-6)
     # read in small batches: the same answer
-    idx2, _ = dg.nearest_real(query, real, batch=7)
+    idx2, _ = imd.nearest_real(query, real, batch=7)
     assert idx2.tolist() == [7, 23, 41]
     # a slightly moved copy is still nearest; the distance is the per-pixel RMS difference
-    idx3, dist3 = dg.nearest_real(query + 0.01, real)
+    idx3, dist3 = imd.nearest_real(query + 0.01, real)
     assert idx3.tolist() == [7, 23, 41]
     np.testing.assert_allclose(dist3, 0.01, rtol=1e-4)
 
@@ -185,16 +185,16 @@ def test_nearest_real_stays_within_the_class():
     real = torch.randn(20, 1, 6, 6, generator=g)
     labels = torch.arange(20) % 2
     query = real[4:5].clone()                      # real 4 is class 0
-    idx, dist = dg.nearest_real(query, real, [1], labels)
+    idx, dist = imd.nearest_real(query, real, [1], labels)
     assert int(labels[idx[0]]) == 1 and idx[0] != 4 and dist[0] > 0
-    idx, _ = dg.nearest_real(query, real, [0], labels)
+    idx, _ = imd.nearest_real(query, real, [0], labels)
     assert idx[0] == 4
     with pytest.raises(ValueError, match="no real image"):
-        dg.nearest_real(query, real, [2], labels)
+        imd.nearest_real(query, real, [2], labels)
     with pytest.raises(ValueError, match="space"):
-        dg.nearest_real(query, real, space="cosine")
+        imd.nearest_real(query, real, space="cosine")
     with pytest.raises(ValueError, match="student"):
-        dg.nearest_real(query, real, space="feature")
+        imd.nearest_real(query, real, space="feature")
 
 
 def test_nearest_real_in_feature_space():
@@ -202,13 +202,13 @@ def test_nearest_real_in_feature_space():
     net = ConvNet(1, 2, 8, width=8, depth=2)
     student, theta = Student(net), flatten_params(net)
     real = torch.randn(30, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    idx, dist = dg.nearest_real(real[[3, 17]], real, space="feature", student=student, theta=theta)
+    idx, dist = imd.nearest_real(real[[3, 17]], real, space="feature", student=student, theta=theta)
     assert idx.tolist() == [3, 17]
     np.testing.assert_allclose(dist, 0, atol=1e-3)
 
 
 def test_nearest_table():
-    t = dg.nearest_table("ptm", [0, 1], np.array([5, 9]), np.array([0.1, 0.2]), init=np.array([5, 3]))
+    t = imd.nearest_table("ptm", [0, 1], np.array([5, 9]), np.array([0.1, 0.2]), init=np.array([5, 3]))
     assert t["nearest_is_init"].tolist() == [True, False]
     assert list(t.columns) == ["method", "index", "label", "nearest", "distance", "space", "init",
                                "nearest_is_init"]
@@ -261,19 +261,19 @@ def test_readers_of_a_run_folder(tmp_path):
     evals = dg.load_evals([run])
     assert evals[["method", "iteration", "acc_mean"]].values.tolist() == [["ptm+dom", 0, 0.5]]
 
-    snaps = dg.similarity_snapshots(run["run"])
+    snaps = dd.similarity_snapshots(run["run"])
     assert [it for it, _ in snaps] == [4] and sorted(snaps[0][1]) == [0, 1]
-    panels = dg.similarity_panels([run])
+    panels = dd.similarity_panels([run])
     assert len(panels) == 1 and panels[0][0].endswith("it 4")   # one snapshot: shown once
 
-    ev = dg.dom_events_table(run["run"])
+    ev = dd.dom_events_table(run["run"])
     assert ev["replaced"].tolist() == [1, 0] and ev["replaced_from"].tolist() == ["1←11", ""]
     assert ev["max_similarity"].tolist() == pytest.approx([0.95, 0.95])
-    both = dg.load_dom_events([run, {"method": "ptm", "seed": 0, "run": str(tmp_path / "none")}])
+    both = dd.load_dom_events([run, {"method": "ptm", "seed": 0, "run": str(tmp_path / "none")}])
     assert both["method"].unique().tolist() == ["ptm+dom"]
-    assert dg.load_dom_events([{"method": "ptm", "seed": 0, "run": str(tmp_path / "none")}]).empty
+    assert dd.load_dom_events([{"method": "ptm", "seed": 0, "run": str(tmp_path / "none")}]).empty
 
-    reps = dg.dom_replacements(run["run"])
+    reps = dd.dom_replacements(run["run"])
     assert len(reps) == 1
     r = reps[0]
     assert (r["iteration"], r["index"], r["label"], r["real_index"]) == (2, 1, 0, 11)
@@ -281,12 +281,12 @@ def test_readers_of_a_run_folder(tmp_path):
     assert (r["after"] == 7).all()
     np.testing.assert_array_equal(r["final"], x1[1])              # the last snapshot's image
 
-    its, x, y = dg.snapshot_series(run["run"])
+    its, x, y = imd.snapshot_series(run["run"])
     assert its == [0, 4] and x.shape == (2, 4, 1, 6, 6) and y.tolist() == [0, 0, 1, 1]
-    its, _, _ = dg.snapshot_series(run["run"], max_snapshots=1)
+    its, _, _ = imd.snapshot_series(run["run"], max_snapshots=1)
     assert its == [0, 4]                                          # first and last, always
     with pytest.raises(FileNotFoundError):
-        dg.snapshot_series(tmp_path)
+        imd.snapshot_series(tmp_path)
 
 
 def test_init_indices_follow_dom_reseeds(tmp_path, make_fake):
@@ -295,7 +295,7 @@ def test_init_indices_follow_dom_reseeds(tmp_path, make_fake):
     run, _, _ = _fake_run(tmp_path / "r")
     from mdd.baselines import random_subset
     start = random_subset(data, 2, seed=0)[2].numpy()
-    idx = dg.init_indices(run["run"], data)
+    idx = imd.init_indices(run["run"], data)
     assert idx[0] == start[0] and idx[1] == 11 and idx[2:].tolist() == start[2:].tolist()
 
 

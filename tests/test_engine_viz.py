@@ -274,13 +274,13 @@ def test_distinctness_figure_one_panel_per_run(tmp_path):
 
 def test_dom_events_table_with_a_tau_per_class(tmp_path):
     """DOM v2 events carry a τ summary: the table's tau is the mean, the classes' τ listed."""
-    from mdd import diagnostics as dg
+    from mdd import dom_diagnostics as dd
     _dom_run(tmp_path / "r", _fake_data())
-    t = dg.dom_events_table(tmp_path / "r")
+    t = dd.dom_events_table(tmp_path / "r")
     assert t["tau"].tolist() == pytest.approx([0.55] * 3)
     assert t["tau_per_class"].tolist() == ["0: 0.6, 1: 0.5"] * 3
     assert t["replaced_from"].tolist() == ["1←4", "1←6", ""]
-    both = dg.load_dom_events([{"method": "ptm+dom", "seed": 0, "run": str(tmp_path / "r")}])
+    both = dd.load_dom_events([{"method": "ptm+dom", "seed": 0, "run": str(tmp_path / "r")}])
     assert both["tau"].dtype == float
 
 
