@@ -138,7 +138,7 @@ def load_distilled(path: str | os.PathLike, quantized: bool = False, verify: boo
                          "changed or truncated")
     norm = Normalization.from_dict(manifest["normalization"])
     with np.load(folder / NPZ, allow_pickle=False) as z:
-        pixels, labels = z["train_images"], z["train_labels"]
+        pixels = z["train_images"]
         x_exact, y = z["x"], z["y"]
     if quantized:
         nchw = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)

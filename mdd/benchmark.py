@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import baselines, data as mdata, stats, validate
 from .ceiling import PRESET_MODELS, PRESET_SEARCH, full_ceiling
-from .evaluate import EvalConfig, evaluate_set, protocol
+from .evaluate import EvalConfig, evaluate_set
 from .executors import LOCAL, available_cores, dask_available, job_threads, local_cluster, open_executor
 from .io import read_json, remove_partial_writes, write_text
 from .locks import file_lock, folder_lock

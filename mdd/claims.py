@@ -215,7 +215,7 @@ def gain_verdict(avg: dict, claimed: float | None, complete: bool) -> tuple[str,
         return SUPPORTED, f"both intervals lie above 0 and reach {target:+.2f}"
     if max(highs) < target:
         return NOT_SUPPORTED, f"both intervals lie below the paper's {target:+.2f}"
-    return NOT_RESOLVED, (f"an interval includes 0" if min(lows) <= 0
+    return NOT_RESOLVED, ("an interval includes 0" if min(lows) <= 0
                           else f"an interval stops below {target:+.2f}")
 
 
