@@ -5,12 +5,16 @@ import copy
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 import mdd.data
 from mdd.experts import ExpertRecipe, train_experts
+
+if TYPE_CHECKING:
+    from mdd.distill import DistillConfig
 
 #: The real, md5-verified MedMNIST files beside the project (CI and these machines).
 REAL_ROOT = Path(os.environ.get("MDD_SHARED_MEDMNIST",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mdd.ablation import (AblationConfig, decide_defaults, defaults_markdown, read_table,
+from mdd.ablation import (AblationConfig, decide_defaults, defaults_markdown,
                           run_ablation, summary_markdown, summary_table)
 
 

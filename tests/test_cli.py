@@ -1,9 +1,7 @@
 import json
-import shutil
 
 import pytest
 
-from mdd import data as D
 from mdd.cli import main
 
 

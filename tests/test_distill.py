@@ -2,7 +2,6 @@
 logs and loaders, CLI. Tiny synthetic data and experts; one slow real-file run."""
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import math

@@ -81,7 +81,6 @@ def test_soft_labels_learn_and_train_the_evaluation(distill_env, tmp_path: Path)
 
 
 def test_real_correct_init_draws_images_the_expert_gets_right(distill_env, tmp_path: Path) -> None:
-    from mdd import data as mdata
     from mdd.experts import ExpertSet
     from mdd.matching import Student
     out = tmp_path / "r"

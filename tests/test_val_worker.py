@@ -79,7 +79,7 @@ def test_evaluations_filed_after_the_checkpoint_are_not_doubled(env, tmp_path: P
                                                                 monkeypatch) -> None:
     # a kill can come after a queued evaluation was filed but before the next checkpoint:
     # the resume asks it again, and its first row must go
-    full = dm.distill(cfg(env, tmp_path / "full", method="mtt"))
+    dm.distill(cfg(env, tmp_path / "full", method="mtt"))
     out = tmp_path / "cut"
     done = ValWorker.done
     monkeypatch.setattr(ValWorker, "done", lambda self, wait=False: done(self, True) if wait else [])
