@@ -433,7 +433,8 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
     c = claims(results_csv, runs)
     src = "the results rows" if isinstance(results_csv, pd.DataFrame) else f"`{results_csv}`"
     out = ["# Claims: the paper's three claims against the benchmark", "",
-           f"From {src}" + (f" and the run logs in `{runs}`" if runs is not None else "")
+           f"From {src}" + (f" (loss stability from its rows, else the run logs in `{runs}`)"
+                            if runs is not None else "")
            + ", by `mdd.claims` (its docstring states the rules). Differences are paired over "
            "distillation seeds: mean, 95 % bootstrap CI in brackets, Student-t CI after `t`; "
            "accuracies in points. A verdict needs every expected cell with ≥ 3 seeds; missing "

@@ -266,8 +266,14 @@ _SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def method_color(method: str, k: int = 0) -> str:
-    """The colour of ``method`` (others: the default cycle from ``k``)."""
-    return METHOD_COLORS.get(method, f"C{(k + 4) % 10}")
+    """The colour of ``method`` (a control ``random@m``: m's; others: the default cycle
+    from ``k``)."""
+    return METHOD_COLORS.get(method.split("@", 1)[-1], f"C{(k + 4) % 10}")
+
+
+def is_control(method: str) -> bool:
+    """``random@m``: the real subset at method m's learned α (drawn light, hatched)."""
+    return method.startswith("random@")
 
 
 def _by_run(logs: pd.DataFrame):
@@ -628,19 +634,33 @@ def benchmark_bars(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc"
                 vals = [sub[(sub["method"] == m) & (sub["ipc"] == i)] for i in ipcs]
                 mean = [float(v[f"{metric}_mean"].iloc[0]) if len(v) else np.nan for v in vals]
                 std = [float(v[f"{metric}_std"].iloc[0]) if len(v) else 0.0 for v in vals]
+                ctl = is_control(m)
                 ax.bar(x + (k - (len(bars) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
-                       color=method_color(m, k), label=m)
+                       color=method_color(m, k), alpha=0.4 if ctl else 1.0, hatch="//" if ctl else None,
+                       edgecolor="white" if ctl else None, label=m)
             full = sub[sub["method"] == "full"]
             if len(full):
                 ax.axhline(float(full[f"{metric}_mean"].iloc[0]), color="black", ls="--", lw=1,
                            label="full data")
             ax.set_xticks(x, [f"ipc {i}" for i in ipcs])
-            ax.set(ylabel=metric.upper(), title=f"{flag}: {metric.upper()} (mean ± std)")
+            ax.set(ylabel=metric.upper(), title=f"{flag}: {metric.upper()} (mean ± std over seeds)")
             ax.grid(alpha=0.3, axis="y")
-            if row == 0:
-                _legend(ax, ncol=3)
-    fig.tight_layout()
+    _figure_legend(fig, axes)
     return fig
+
+
+def _figure_legend(fig: Figure, axes: np.ndarray) -> None:
+    """One legend for all panels, below them (inside a panel it would hide bars)."""
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="lower center",
+                   ncol=min(len(labels), 6), fontsize=8, frameon=False)
 
 
 def benchmark_lines(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc")) -> Figure:
@@ -661,8 +681,10 @@ def benchmark_lines(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc
                 rows = rows.dropna(subset=["ipc"]).sort_values("ipc")
                 if rows.empty:
                     continue
+                ctl = is_control(m)
                 ax.errorbar(rows["ipc"].astype(int), rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"],
-                            marker="o", ms=4, capsize=2, color=method_color(m, k), label=m)
+                            marker="o", ms=4, capsize=2, color=method_color(m, k), label=m,
+                            ls=":" if ctl else "-", mfc="white" if ctl else None, alpha=0.6 if ctl else 1.0)
             ax.set_xscale("log")
             ipcs = sorted(int(i) for i in sub["ipc"].dropna().unique())
             if ipcs:
@@ -671,7 +693,5 @@ def benchmark_lines(results: pd.DataFrame, metrics: Sequence[str] = ("acc", "auc
             ax.set(xlabel="images per class", ylabel=metric.upper(),
                    title=f"{flag}: {metric.upper()} against ipc")
             ax.grid(alpha=0.3)
-            if row == 0:
-                _legend(ax)
-    fig.tight_layout()
+    _figure_legend(fig, axes)
     return fig
