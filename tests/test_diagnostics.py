@@ -1,6 +1,7 @@
-"""Stability statistics, bands, DOM/snapshot readers and nearest-image search
-(mdd.diagnostics), and the figures of notebooks 02–05 (mdd.viz), on small hand-made
-inputs: fake logs, fake run folders, tiny tensors."""
+"""Stability statistics and bands (mdd.diagnostics), DOM/snapshot readers
+(mdd.dom_diagnostics), nearest-image search (mdd.image_diagnostics) — one file, as they
+share the fake run folder — and the figures of notebooks 02–05 (mdd.viz), on small
+hand-made inputs: fake logs, fake run folders, tiny tensors."""
 from __future__ import annotations
 
 import json
