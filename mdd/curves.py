@@ -134,7 +134,7 @@ def heldout_selection(nets: pd.DataFrame, every: int, budget: int) -> pd.DataFra
         scores, picks = [], []
         for j in auc.columns:
             others = [c for c in auc.columns if c != j]
-            table = pd.DataFrame({"auc": auc[others].mean(1), "bacc": bacc[others].mean(1)})
+            table = pd.DataFrame({"auc": auc[others].mean(axis=1), "bacc": bacc[others].mean(axis=1)})
             table = table.reset_index().sort_values(["auc", "bacc", "iteration"],
                                                     ascending=[False, False, True])
             pick = int(table["iteration"].iloc[0])
