@@ -425,7 +425,7 @@ def paired_table(results: pd.DataFrame, a: str, b: str, metrics=("acc_mean", "ba
 def cell_means(results: pd.DataFrame) -> pd.DataFrame:
     """One row per flag × ipc × method with ``<metric>_mean``/``_std`` taken over seeds
     (each seed the mean of its test networks) and ``seeds``: the shape the plots of
-    :mod:`mdd.viz` draw (``benchmark_bars``, ``benchmark_lines``)."""
+    :mod:`mdd.benchmark_viz` draws (``benchmark_bars``, ``benchmark_lines``)."""
     out = []
     for (flag, ipc, method), g in results.groupby(["flag", "ipc", "method"], dropna=False, sort=False):
         row = {"flag": flag, "ipc": ipc, "method": method, "seeds": len(g)}

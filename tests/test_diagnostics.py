@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mdd import data as D, diagnostics as dg, dom_diagnostics as dd, image_diagnostics as imd, viz
+from mdd import benchmark_viz as bv, data as D, diagnostics as dg, dom_diagnostics as dd, image_diagnostics as imd, viz
 from mdd.data import Normalization
 from mdd.matching import Student
 from mdd.nets import ConvNet, flatten_params
@@ -375,10 +375,10 @@ def test_benchmark_figures(tmp_path):
     rows += [{"flag": f, "ipc": None, "method": "full", "acc_mean": 0.85, "acc_std": 0.01,
               "auc_mean": 0.9, "auc_std": 0.01} for f in ("breastmnist", "pneumoniamnist")]
     results = compare.upsert_benchmark(rows, tmp_path / "benchmark.csv")
-    _published(viz.benchmark_bars(results), "05_bars", tmp_path)
-    _published(viz.benchmark_lines(results), "05_lines", tmp_path)
+    _published(bv.benchmark_bars(results), "05_bars", tmp_path)
+    _published(bv.benchmark_lines(results), "05_lines", tmp_path)
     with pytest.raises(ValueError):
-        viz.benchmark_bars(results.iloc[:0])
+        bv.benchmark_bars(results.iloc[:0])
 
 
 def test_load_benchmark(tmp_path):
