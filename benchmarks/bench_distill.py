@@ -36,6 +36,7 @@ machine perturbs less). Usage::
 
     .venv/bin/python benchmarks/bench_distill.py [--shapes 10x3x32 2x1x28] [--ipcs 1 2 10]
         [--modes adjoint,unrolled,compiled] [--steps 20] [--repeats 2] [--threads 1] [--json F]
+        [--device cuda]
     .venv/bin/python benchmarks/bench_distill.py --report OUT.md RESULT.json ...
 """
 from __future__ import annotations
@@ -96,6 +97,27 @@ def live() -> int:
         return rss()
     m = _libc.mallinfo2()
     return m.uordblks + m.hblkhd
+
+
+class CudaPeakMemory:
+    """On a GPU: the peak of torch's allocated device bytes above the level at entry
+    (``delta_rss`` is 0: the host's memory is not what the GPU run is limited by)."""
+
+    def __enter__(self) -> "CudaPeakMemory":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize()
+        self.peak = torch.cuda.max_memory_allocated()
+
+    @property
+    def delta(self) -> int:
+        return self.peak - self.base
+
+    delta_rss = 0
 
 
 class PeakMemory:
@@ -203,7 +225,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return classes, channels, size
 
 
-def problem(shape: Shape, steps: int, width: int = 128, seed: int = 0):
+def problem(shape: Shape, steps: int, width: int = 128, seed: int = 0, device: str = "cpu"):
+    """The same seeded problem on any device (drawn on the CPU, then moved)."""
     torch.manual_seed(seed)
     net = ConvNet(shape.channels, shape.classes, shape.size, width=width)
     layout = ParamLayout.of(net)
@@ -213,8 +236,11 @@ def problem(shape: Shape, steps: int, width: int = 128, seed: int = 0):
     n = shape.classes * shape.ipc
     images = torch.randn(n, shape.channels, shape.size, shape.size)
     labels = torch.arange(shape.classes).repeat_interleave(shape.ipc)
-    prob = MatchProblem(start, target, [torch.arange(n)] * steps, list(range(1000, 1000 + steps)))
-    return net, layout, images, labels, torch.tensor(0.01).log(), prob
+    dev = torch.device(device)
+    prob = MatchProblem(start.to(dev), target.to(dev), [torch.arange(n, device=dev)] * steps,
+                        list(range(1000, 1000 + steps)))
+    return (net.to(dev), layout, images.to(dev), labels.to(dev), torch.tensor(0.01).log().to(dev),
+            prob)
 
 
 def identity(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -226,10 +252,15 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def timed(fn):
-    with PeakMemory() as mem:
+def timed(fn, device: str = "cpu"):
+    """(result, wall s, process CPU s, memory peak); on a GPU the clock stops after a
+    synchronize, so wall seconds include the kernels still queued."""
+    cuda = torch.device(device).type == "cuda"
+    with (CudaPeakMemory() if cuda else PeakMemory()) as mem:
         w, c = time.perf_counter(), time.process_time()
         out = fn()
+        if cuda:
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - w, time.process_time() - c
     return out, wall, cpu, mem
 
@@ -237,11 +268,13 @@ def timed(fn):
 class Bench:
     """Every timed call of one shape: runs per variant, and the last result of each."""
 
-    def __init__(self, shape: Shape, steps: int, width: int, variants: list[str], augment: bool = True):
-        self.shape = shape
-        net, layout, self.images, self.labels, self.log_alpha, self.prob = problem(shape, steps, width)
+    def __init__(self, shape: Shape, steps: int, width: int, variants: list[str], augment: bool = True,
+                 device: str = "cpu"):
+        self.shape, self.device = shape, device
+        net, layout, self.images, self.labels, self.log_alpha, self.prob = problem(
+            shape, steps, width, device=device)
         self.net, self.layout = net, layout
-        self.aug = Augment(shape.flag) if augment else identity
+        self.aug = Augment(shape.flag).to(device) if augment else identity
         # Without augmentation both sides compute the same float ops in another order only.
         self.tolerance = (1e-4, 1e-3) if augment else (1e-6, 1e-5)
         self.student = Student(net, layout)
@@ -270,7 +303,7 @@ class Bench:
                                      self.kernels[v])
 
     def record(self, name: str, fn) -> None:
-        out, wall, cpu, mem = timed(fn)
+        out, wall, cpu, mem = timed(fn, self.device)
         self.runs.setdefault(name, []).append({"wall_s": wall, "cpu_s": cpu, "peak_bytes": mem.delta,
                                                "peak_rss_bytes": mem.delta_rss})
         loss = out[0] if isinstance(out, tuple) else float(out.loss)
@@ -333,15 +366,22 @@ def main(argv: list[str] | None = None) -> dict:
                     help="no augmentation: losses must then agree to 1e-6")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default) or cuda: the same problems there; on a GPU the memory "
+                         "column is torch's peak device memory and the allocator phase is skipped")
     args = ap.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here")
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = args.modes.split(",")
     bad = [v for v in variants if v not in ("adjoint", "unrolled", "compiled")]
     if bad:
         ap.error(f"unknown mode {bad[0]!r}; choose from adjoint, unrolled, compiled")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, N={args.steps}", flush=True)
-    benches = [Bench(Shape(*sh, ipc), args.steps, args.width, variants, args.augment)
+    cuda = torch.device(args.device).type == "cuda"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, N={args.steps}, "
+          f"device {torch.cuda.get_device_name() if cuda else 'cpu'}", flush=True)
+    benches = [Bench(Shape(*sh, ipc), args.steps, args.width, variants, args.augment, args.device)
                for sh in args.shapes for ipc in args.ipcs]
 
     # Phase 1, default allocator settings for everyone, interleaved so that a busy shared
@@ -355,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
     # transparency). After this no default-settings run is possible in this process
     # (mallopt freezes glibc's dynamic mmap threshold).
     with tuned_malloc():
-        for b in benches:
+        for b in benches if not cuda else []:   # host malloc tuning: nothing to do on a GPU
             for _ in range(args.repeats):
                 b.record("reference+tuned", b.reference)
                 for v in variants:
@@ -363,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     summaries = [b.summary() for b in benches]
     summary = {"config": {"steps": args.steps, "width": args.width, "augment": args.augment, "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "repeats": args.repeats},
+                          "torch": torch.__version__, "repeats": args.repeats, "device": args.device},
                "problems": summaries}
     print(table(summaries))
     if args.json:
