@@ -131,7 +131,10 @@ def run_experts(run: str | os.PathLike):
     return ExpertSet(read_json(Path(run) / "config.json")["experts"])
 
 
-def _runs_of(runs: pd.DataFrame | Iterable[dict]) -> list[dict]:
+def run_records(runs: pd.DataFrame | Iterable[dict]) -> list[dict]:
+    """The runs a notebook shows (a DataFrame of :func:`ensure_runs` or
+    :func:`finished_runs`, or dicts with at least ``method``, ``seed`` and ``run``) as
+    a list of dicts."""
     return runs.to_dict("records") if isinstance(runs, pd.DataFrame) else list(runs)
 
 
@@ -142,7 +145,7 @@ def load_logs(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     from .distill_config import LOG_FIELDS
     from .run_folder import read_log
     parts = []
-    for r in _runs_of(runs):
+    for r in run_records(runs):
         log = read_log(r["run"])
         log.insert(0, "seed", int(r["seed"]))
         log.insert(0, "method", r["method"])
@@ -171,7 +174,7 @@ def load_evals(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     from .run_folder import read_evals
     cols = ["method", "seed", "iteration", "alpha", "acc_mean", "acc_std", "auc_mean", "auc_std"]
     rows = [{"method": r["method"], "seed": int(r["seed"]), **{k: e.get(k) for k in cols[2:]}}
-            for r in _runs_of(runs) for e in read_evals(r["run"])]
+            for r in run_records(runs) for e in read_evals(r["run"])]
     df = pd.DataFrame(rows, columns=cols)
     for c in cols[3:]:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)

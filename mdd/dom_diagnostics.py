@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .diagnostics import _runs_of
+from .diagnostics import run_records
 
 
 def similarity_snapshots(run: str | os.PathLike) -> list[tuple[int, dict[int, np.ndarray]]]:
@@ -99,7 +99,7 @@ def similarity_panels(runs: pd.DataFrame | Iterable[dict], experts: Any = None,
     (:func:`class_similarity_matrices`)."""
     from .run_folder import list_snapshots, load_snapshot
     panels = []
-    for r in _runs_of(runs):
+    for r in run_records(runs):
         snaps = similarity_snapshots(r["run"])
         label = f"{r['method']} s{r['seed']}"
         if snaps:
@@ -120,7 +120,7 @@ def load_dom_events(runs: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     """:func:`dom_events_table` of every run (runs without DOM add no rows), with
     method and seed in front."""
     parts = []
-    for r in _runs_of(runs):
+    for r in run_records(runs):
         t = dom_events_table(r["run"])
         if len(t):
             t.insert(0, "seed", int(r["seed"]))

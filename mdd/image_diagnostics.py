@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .diagnostics import _runs_of
+from .diagnostics import run_records
 
 
 def snapshot_series(run: str | os.PathLike, max_snapshots: int | None = 6) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -126,7 +126,7 @@ def image_panels(runs: pd.DataFrame | Iterable[dict], data, init: bool = True
     from .pixels import to_pixels
     from .run_folder import list_snapshots, load_snapshot
     from .io import read_json
-    runs = _runs_of(runs)
+    runs = run_records(runs)
     panels = []
     if init and runs:
         snaps = list_snapshots(runs[0]["run"])
@@ -148,7 +148,7 @@ def evolution_series(runs: pd.DataFrame | Iterable[dict], norm, max_snapshots: i
     ``max_snapshots`` snapshots (:func:`snapshot_series`)."""
     from .pixels import to_pixels
     out = []
-    for r in _runs_of(runs):
+    for r in run_records(runs):
         its, x, y = snapshot_series(r["run"], max_snapshots)
         out.append((r["method"], its, np.stack([to_pixels(torch.as_tensor(xt), norm) for xt in x]), y))
     return out
@@ -173,7 +173,7 @@ def nearest_for_runs(runs: pd.DataFrame | Iterable[dict], data, space: str = "pi
         theta = experts.snapshots(0, [experts.epochs])[0]
     real_y = data.train.y
     panels, tables = [], []
-    for r in _runs_of(runs):
+    for r in run_records(runs):
         ds = load_distilled(r["run"])
         idx, dist = nearest_real(ds.x, data.train.x, ds.y if same_class else None,
                                  real_y if same_class else None, space, student, theta)
