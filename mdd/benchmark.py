@@ -212,7 +212,9 @@ def run_cell(cfg: GridConfig, flag: str, ipc: int | None, method: str, seed: int
     ec = _eval_config(cfg.preset, seed, cfg.device)
     if method == "full":
         ec.threads, ec.models = None, PRESET_MODELS[cfg.preset]
-        res = full_ceiling(data, ec, PRESET_SEARCH[cfg.preset], progress=cfg.progress)
+        # its evaluations are kept beside the runs: a ceiling cut by a stop resumes
+        res = full_ceiling(data, ec, PRESET_SEARCH[cfg.preset], progress=cfg.progress,
+                           cache=Path(cfg.runs) / f"full-{flag}")
     elif method == "random" or method.startswith("random@"):
         x, y, _ = baselines.random_subset(data, ipc, seed=seed)
         lr = None

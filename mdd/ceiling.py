@@ -7,15 +7,23 @@ for the same optimisation on every dataset. The search is fixed in advance: star
 ``first_steps``, double while val AUC improves by more than ``min_gain`` (ties: balanced
 accuracy), stop at ``max_steps``; one val network per candidate, from the val seed range.
 The chosen epochs are then trained by the K test networks, from the test seed range.
+
+The search and the test networks take hours on a CPU; with ``cache`` (a folder; the
+grid gives each flag one) every finished evaluation is kept there and read back by a
+rerun with the same data and protocol, so an interrupted ceiling resumes.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
 
 from . import baselines
 from .data import MedMNIST
 from .evaluate import EvalConfig, evaluate_set, protocol
+from .io import dumps, read_json, write_json
 
 
 @dataclass
@@ -43,8 +51,28 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def _cached(cache: str | Path | None, data: MedMNIST, cfg: EvalConfig, split: str,
+            compute: Callable[[], dict]) -> dict:
+    """``compute()``, or its earlier result kept in ``cache`` for the same data, split and
+    protocol (threads excluded: they do not change what is computed)."""
+    if cache is None:
+        return compute()
+    ident = {"flag": data.flag, "size": data.size, "n_train": len(data.split("train").y),
+             "split": split, "config": {k: v for k, v in cfg.to_dict().items() if k != "threads"}}
+    ident = json.loads(dumps(ident))   # as it reads back (tuples are lists in JSON)
+    path = Path(cache) / f"{split}-{cfg.epochs}ep-{cfg.models}net-s{cfg.seed}.json"
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("identity") == ident:
+            return saved["result"]
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"identity": ident, "result": result})
+    return result
+
+
 def choose_epochs(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, cache: str | Path | None = None) -> dict:
     """Run the val search; returns ``{"epochs", "steps", "candidates": [...]}``, each
     candidate with its steps, epochs, val acc/bacc/auc and seeds."""
     search = search or CeilingConfig()
@@ -59,7 +87,8 @@ def choose_epochs(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None 
     while steps <= search.max_steps:
         epochs = max(1, math.ceil(steps / per_epoch))
         vc = replace(cfg, epochs=epochs, models=search.val_models)
-        r = evaluate_set(x, y, data, vc, split="val", progress=progress)
+        r = _cached(cache, data, vc, "val",
+                    lambda: evaluate_set(x, y, data, vc, split="val", progress=progress))
         cand = {"steps": epochs * per_epoch, "epochs": epochs,
                 **{k: r[k] for k in ("acc_mean", "bacc_mean", "auc_mean", "val_seeds", "seconds")}}
         candidates.append(cand)
@@ -76,11 +105,13 @@ def choose_epochs(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None 
 
 
 def full_ceiling(data: MedMNIST, cfg: EvalConfig, search: CeilingConfig | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, cache: str | Path | None = None) -> dict:
     """Choose epochs on val, then train ``cfg.models`` test networks on the full training
-    set at those epochs. Returns evaluate_set's fields plus ``epoch_selection``."""
-    chosen = choose_epochs(data, cfg, search, progress=progress)
+    set at those epochs. Returns evaluate_set's fields plus ``epoch_selection``.
+    ``cache``: a folder where finished evaluations are kept (module docstring)."""
+    chosen = choose_epochs(data, cfg, search, progress=progress, cache=cache)
     x, y = baselines.full(data)
     tc = replace(cfg, epochs=chosen["epochs"])
-    res = evaluate_set(x, y, data, tc, split="test", progress=progress)
+    res = _cached(cache, data, tc, "test",
+                  lambda: evaluate_set(x, y, data, tc, split="test", progress=progress))
     return {**res, "epoch_selection": chosen, "protocol": protocol(tc)}
