@@ -86,14 +86,18 @@ class GridConfig:
     threads: int | None = None
 
     def cells(self) -> list[tuple[str, int | None, str, int]]:
-        """(flag, ipc, method, seed) in run order; ``full`` once per flag (ipc None,
-        seed 0); ``random@m`` right after ``m`` when ``random`` is in the grid too."""
+        """(flag, ipc, method, seed) in run order: ``full`` once per flag first (ipc None,
+        seed 0), then ipc by ipc in the given order, every flag at each; ``random@m``
+        right after ``m`` when ``random`` is in the grid too."""
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
-        out = []
-        for flag in self.flags:
-            for ipc in self.ipcs:
+        # the ceilings are the longest cells and depend on nothing: started first, they
+        # cannot be the grid's tail with one worker idle; ipc-major order gives both
+        # datasets' first ipc (the claims' cells, when listed first) before the rest
+        out = [(flag, None, "full", 0) for flag in self.flags if "full" in self.methods]
+        for ipc in self.ipcs:
+            for flag in self.flags:
                 for seed in self.seeds:
                     for m in self.methods:
                         if m == "full":
@@ -101,8 +105,6 @@ class GridConfig:
                         out.append((flag, ipc, m, seed))
                         if self.controls and m in DISTILL_METHODS and "random" in self.methods:
                             out.append((flag, ipc, f"random@{m}", seed))
-            if "full" in self.methods:
-                out.append((flag, None, "full", 0))
         return out
 
 

@@ -15,10 +15,15 @@ from mdd.executors import Placement
 
 def test_cells_order_and_unknown_method():
     cfg = B.GridConfig(flags=["breastmnist"], ipcs=[1, 2], methods=["random", "ptm", "full"], seeds=[0])
-    assert cfg.cells() == [("breastmnist", 1, "random", 0), ("breastmnist", 1, "ptm", 0),
+    assert cfg.cells() == [("breastmnist", None, "full", 0),
+                           ("breastmnist", 1, "random", 0), ("breastmnist", 1, "ptm", 0),
                            ("breastmnist", 1, "random@ptm", 0),
                            ("breastmnist", 2, "random", 0), ("breastmnist", 2, "ptm", 0),
-                           ("breastmnist", 2, "random@ptm", 0), ("breastmnist", None, "full", 0)]
+                           ("breastmnist", 2, "random@ptm", 0)]
+    # ipc-major across flags, ipcs in the order given (the grid of record lists 2 10 1 5)
+    grid = B.GridConfig(flags=["breastmnist", "pneumoniamnist"], ipcs=[2, 1], methods=["mtt"], seeds=[0])
+    assert grid.cells() == [("breastmnist", 2, "mtt", 0), ("pneumoniamnist", 2, "mtt", 0),
+                            ("breastmnist", 1, "mtt", 0), ("pneumoniamnist", 1, "mtt", 0)]
     two = B.GridConfig(flags=["breastmnist"], ipcs=[1], methods=["random", "mtt"], seeds=[3, 4], controls=False)
     assert two.cells() == [("breastmnist", 1, "random", 3), ("breastmnist", 1, "mtt", 3), ("breastmnist", 1, "random", 4),
                            ("breastmnist", 1, "mtt", 4)]
@@ -57,8 +62,8 @@ def test_grid_resumes_by_skipping_finished_cells(make_fake, tmp_path, monkeypatc
                        results=str(tmp_path / "results.csv"), device="cpu", progress=False,
                        workers=0)   # this process: the patched run_cell is what runs
     table = B.run_grid(cfg)
-    assert calls == [("breastmnist", 2, "random", 0), ("breastmnist", 2, "random", 1),
-                     ("breastmnist", None, "full", 0)]
+    assert calls == [("breastmnist", None, "full", 0), ("breastmnist", 2, "random", 0),
+                     ("breastmnist", 2, "random", 1)]
     assert set(table["method"]) == {"random", "full"} and len(table) == 3
     seeds = [set(__import__("json").loads(s)) for s in table["test_seeds"]]
     assert not seeds[0] & seeds[1]   # seeds 0 and 1 never share a test network
