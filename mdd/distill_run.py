@@ -29,13 +29,13 @@ from .distill_config import CONFIG, RESULT, DistillConfig
 from .distill_state import RunState
 from .dom import DomSpace
 from .evaluate import EvalConfig, evaluate_set, protocol, resolve_device
-from .experts import versions
 from .io import atomic_path, remove_partial_writes, strict, write_json
 from .locks import folder_lock
 from .matching import (MatchProblem, MatchResult, Student, compile_kernels, match,
                        mean_result)
 from .mode_choice import ModeChoice, cached, measure, remember, shape_key
 from .optim import rms, warmup_lr
+from .provenance import versions
 from .run_folder import RunLog, read_dom_events, read_evals
 from .run_setup import (TrajectoryCache, check_data, check_experts, estimate_unrolled_bytes,
                         generator, make_schedule, open_experts, step_batches)

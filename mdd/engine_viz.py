@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from . import viz
+from . import run_viz, viz
 
 #: One colour per engine variant (the ablation's names), the same in every figure.
 VARIANT_COLORS = {"v2": "tab:green", "v1": "tab:red", "v1-optimiser": "tab:orange",
@@ -174,7 +174,7 @@ def dynamics_figure(logs: pd.DataFrame, title: str = "") -> Figure:
     if logs.empty:
         for ax in axes[:, 0]:
             ax.axis("off")
-        viz._empty_note(dx_ax, "no logged iterations to plot")
+        viz.empty_note(dx_ax, "no logged iterations to plot")
         return fig
     summary = movement_summary(logs).set_index("label")
     for k, (label, log) in enumerate(logs.groupby("label", sort=False)):
@@ -201,7 +201,7 @@ def dynamics_figure(logs: pd.DataFrame, title: str = "") -> Figure:
     if np.isfinite(_positive(logs["dx_rms"])).any():
         dx_ax.set_yscale("log")
     else:
-        viz._empty_note(dx_ax, "no image movement (dx_rms) logged")
+        viz.empty_note(dx_ax, "no image movement (dx_rms) logged")
     if np.isfinite(_positive(logs["alpha"])).any():
         a_ax.set_yscale("log")
     if logs["phase"].eq("retrain").any():
@@ -212,8 +212,8 @@ def dynamics_figure(logs: pd.DataFrame, title: str = "") -> Figure:
     a_ax.set(xlabel="iteration (main + retraining)", ylabel="α (student step size)")
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
-    viz._legend(dx_ax, ncol=2)
-    viz._legend(cum_ax, fontsize=7, loc="upper left")
+    viz.legend(dx_ax, ncol=2)
+    viz.legend(cum_ax, fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -267,17 +267,17 @@ def tau_text(tau: float | Mapping[int, float] | None,
 def overlap_tau_figure(logs: pd.DataFrame, events: pd.DataFrame | None = None,
                        tau: float | Mapping[int, float] | None = None, title: str = "",
                        class_names: Sequence[str] | None = None) -> Figure:
-    """:func:`mdd.viz.overlap_figure` (overlap ratio and mean within-class similarity per
+    """:func:`mdd.run_viz.overlap_figure` (overlap ratio and mean within-class similarity per
     iteration, DOM checks as markers) with τ drawn on the similarity panel: one dashed
     line for a fixed τ, one per class (dash-dotted, its τ_c) for the data-relative rule."""
     fixed = tau if isinstance(tau, (int, float)) else None
-    fig = viz.overlap_figure(logs, events, tau=fixed, title=title)
+    fig = run_viz.overlap_figure(logs, events, tau=fixed, title=title)
     if isinstance(tau, Mapping) and tau:
         sim_ax = fig.axes[1]
         for k, (c, t) in enumerate(tau.items()):
             name = class_names[c] if class_names is not None and c < len(class_names) else c
             sim_ax.axhline(t, color=f"C{(k + 6) % 10}", lw=0.9, ls="-.", label=f"τ {name} = {t:.3f}")
-        viz._legend(sim_ax, fontsize=6, ncol=2)
+        viz.legend(sim_ax, fontsize=6, ncol=2)
     return fig
 
 
@@ -529,7 +529,7 @@ def _draw_distinct(ax, df: pd.DataFrame, tau, class_names, note: str, key: Any =
                  f"({df['space'].iloc[0]})" + (f"; {note}" if note else ""), fontsize=8, loc="left")
     ax.set(ylabel="max within-class cosine\nto another synthetic image")
     ax.grid(alpha=0.3)
-    viz._legend(ax, fontsize=7, ncol=2, loc="upper right")
+    viz.legend(ax, fontsize=7, ncol=2, loc="upper right")
 
 
 def distinctness_figure(df: pd.DataFrame, tau: float | Mapping[int, float] | None = None,
@@ -549,7 +549,7 @@ def distinctness_figure(df: pd.DataFrame, tau: float | Mapping[int, float] | Non
         fig, axes = viz.new_figure(1, 1, figsize=(8.5, 1.8))
         ax = axes[0, 0]
         ax.axis("off")
-        viz._empty_note(ax, "DOM re-seeded no image" + (f"\n{note}" if note else ""))
+        viz.empty_note(ax, "DOM re-seeded no image" + (f"\n{note}" if note else ""))
         if title:
             ax.set_title(title)
         return fig

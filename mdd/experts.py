@@ -23,9 +23,7 @@ import argparse
 import concurrent.futures as cf
 import hashlib
 import json
-import platform
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -34,8 +32,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from . import __version__, validate
@@ -44,9 +40,11 @@ from .augment import Augment, AugmentConfig
 from .data import MedMNIST, Normalization, load, resolve_root
 from .evaluate import metrics, predict, resolve_device
 from .executors import Placement, available_cores, job_threads, open_executor
-from .io import atomic_path, read_json, write_json
+from .io import read_json, write_json
 from .locks import folder_lock
 from .nets import ConvNet, ParamLayout, flatten_params
+from .provenance import versions
+from .trajectory_io import load_snapshots, load_trajectory, trajectory_bytes, write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -198,63 +196,10 @@ def train_expert(data: MedMNIST, recipe: ExpertRecipe, seed: int, device: str = 
     return traj, result
 
 
-# ---------------------------------------------------------------- trajectory files
-def trajectory_bytes(trajectory: torch.Tensor, fp16: bool = False,
-                     metadata: dict[str, str] | None = None) -> bytes:
-    """A (T+1)×P trajectory as the bytes of a safetensors file (tensor ``trajectory``)."""
-    t = trajectory.detach().cpu().contiguous()
-    t = t.half() if fp16 else t.float()
-    return save({"trajectory": t}, metadata)
-
-
-def write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically: the file appears whole or not at all."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
-
-
+# ---------------------------------------------------------------- manifest
 def write_manifest(out: Path, manifest: dict) -> None:
     """Write ``out/manifest.json`` atomically."""
     write_json(out / MANIFEST, manifest)
-
-
-def save_trajectory(path: str | Path, trajectory: torch.Tensor, fp16: bool = False) -> None:
-    """Write a (T+1)×P trajectory atomically as safetensors."""
-    write_bytes(path, trajectory_bytes(trajectory, fp16))
-
-
-def load_trajectory(path: str | Path, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Read a trajectory back as float32 (T+1)×P; safetensors, never pickle."""
-    return load_file(str(path), device=str(device))["trajectory"].float()
-
-
-def load_snapshots(path: str | Path, epochs: list[int],
-                   device: str | torch.device = "cpu") -> torch.Tensor:
-    """Rows ``epochs`` of a trajectory file, len(epochs)×P float32, reading only those rows."""
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        rows = f.get_slice("trajectory")
-        return torch.stack([rows[t] for t in epochs]).float()
-
-
-# ---------------------------------------------------------------- manifest
-def git_commit() -> str | None:
-    """HEAD of the checkout mdd runs from, with "+dirty" when tracked files changed."""
-    here = Path(__file__).parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=here, timeout=5).stdout.strip()
-        if not head:
-            return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here.parent,
-                               capture_output=True, timeout=5).returncode == 1
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict:
-    return {"mdd": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "git_commit": git_commit()}
 
 
 def new_manifest(data: MedMNIST, recipe: ExpertRecipe, seed: int = 0) -> dict:

@@ -159,7 +159,7 @@ def nearest_for_runs(runs: pd.DataFrame | Iterable[dict], data, space: str = "pi
                      ) -> tuple[list[tuple], pd.DataFrame]:
     """The nearest real training image of every distilled image of each run.
 
-    Returns (panels for :func:`mdd.viz.nearest_figure`, a table of
+    Returns (panels for :func:`mdd.run_viz.nearest_figure`, a table of
     :func:`nearest_table` rows for all runs). ``space="feature"`` uses ``experts``'
     first expert at its last epoch; ``same_class`` searches the image's class only.
     """

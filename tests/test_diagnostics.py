@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mdd import benchmark_viz as bv, data as D, diagnostics as dg, dom_diagnostics as dd, image_diagnostics as imd, viz
+from mdd import benchmark_viz as bv, data as D, diagnostics as dg, dom_diagnostics as dd, image_diagnostics as imd, run_viz, viz
 from mdd.data import Normalization
 from mdd.matching import Student
 from mdd.nets import ConvNet, flatten_params
@@ -321,22 +321,22 @@ def _published(fig, name, folder):
 
 def test_run_figures_return_figures_and_write_pngs(tmp_path):
     logs, evals = _fake_logs(), _fake_evals()
-    _published(viz.loss_figure(dg.add_rolling_variance(logs, 2), 2), "02_loss", tmp_path)
-    _published(viz.alpha_figure(logs), "02_alpha", tmp_path)
-    _published(viz.skips_figure(logs), "02_skips", tmp_path)
-    _published(viz.skips_figure(logs.assign(skipped=False, nonfinite=0)), "02_noskips", tmp_path)
-    _published(viz.band_figure(dg.seed_band(evals, "acc_mean"), evals), "02_band", tmp_path)
+    _published(run_viz.loss_figure(dg.add_rolling_variance(logs, 2), 2), "02_loss", tmp_path)
+    _published(run_viz.alpha_figure(logs), "02_alpha", tmp_path)
+    _published(run_viz.skips_figure(logs), "02_skips", tmp_path)
+    _published(run_viz.skips_figure(logs.assign(skipped=False, nonfinite=0)), "02_noskips", tmp_path)
+    _published(run_viz.band_figure(dg.seed_band(evals, "acc_mean"), evals), "02_band", tmp_path)
     events = pd.DataFrame({"method": ["ptm"], "seed": [0], "iteration": [2], "replaced": [1],
                            "mean_similarity": [0.7], "max_similarity": [0.95]})
-    _published(viz.overlap_figure(logs, events, tau=0.9), "03_overlap", tmp_path)
+    _published(run_viz.overlap_figure(logs, events, tau=0.9), "03_overlap", tmp_path)
     mats = {0: np.array([[1, 0.95], [0.95, 1]]), 1: np.eye(3)}
-    _published(viz.similarity_heatmaps([("ptm it 4", mats), ("ptm+dom it 4", {0: mats[0]})],
+    _published(run_viz.similarity_heatmaps([("ptm it 4", mats), ("ptm+dom it 4", {0: mats[0]})],
                                        ["a", "b"]), "03_similarity", tmp_path)
-    for f in (viz.loss_figure, viz.alpha_figure, viz.skips_figure, viz.overlap_figure):
+    for f in (run_viz.loss_figure, run_viz.alpha_figure, run_viz.skips_figure, run_viz.overlap_figure):
         with pytest.raises(ValueError):
             f(logs.iloc[:0])
     with pytest.raises(ValueError):
-        viz.similarity_heatmaps([], ["a"])
+        run_viz.similarity_heatmaps([], ["a"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{n}.png" for n in ("02_loss", "02_alpha", "02_skips", "02_noskips", "02_band",
                              "03_overlap", "03_similarity"))
@@ -351,18 +351,18 @@ def test_image_figures_return_figures_and_write_pngs(tmp_path):
     x = rng.normal(size=(1, 6, 6)).astype(np.float32)
     reps = [{"iteration": 2, "index": 1, "label": 0, "real_index": 11, "before": x, "after": x + 1,
              "final": None}]
-    _published(viz.replacement_figure(reps, norm, names, note="τ = 0.9"), "03_replaced", tmp_path)
-    _published(viz.replacement_figure([], norm, names, note="τ = 0.9"), "03_none", tmp_path)
-    _published(viz.method_grids([("init", pixels, labels), ("ptm", pixels, labels)], names),
+    _published(run_viz.replacement_figure(reps, norm, names, note="τ = 0.9"), "03_replaced", tmp_path)
+    _published(run_viz.replacement_figure([], norm, names, note="τ = 0.9"), "03_none", tmp_path)
+    _published(run_viz.method_grids([("init", pixels, labels), ("ptm", pixels, labels)], names),
                "04_grids", tmp_path)
     series = [("mtt", [0, 4, 8], np.stack([pixels] * 3), labels),
               ("ptm", [0, 8], np.stack([pixels] * 2), labels)]
-    _published(viz.evolution_figure(series, names, per_class=1), "04_evolution", tmp_path)
-    _published(viz.nearest_figure([("ptm", pixels, pixels[::-1], labels, np.arange(4.0))], names),
+    _published(run_viz.evolution_figure(series, names, per_class=1), "04_evolution", tmp_path)
+    _published(run_viz.nearest_figure([("ptm", pixels, pixels[::-1], labels, np.arange(4.0))], names),
                "04_nearest", tmp_path)
     rgb = rng.integers(0, 255, size=(2, 6, 6, 3), dtype=np.uint8)
-    _published(viz.method_grids([("rgb", rgb, np.array([0, 1]))], names), "04_rgb", tmp_path)
-    for f, arg in ((viz.method_grids, []), (viz.evolution_figure, []), (viz.nearest_figure, [])):
+    _published(run_viz.method_grids([("rgb", rgb, np.array([0, 1]))], names), "04_rgb", tmp_path)
+    for f, arg in ((run_viz.method_grids, []), (run_viz.evolution_figure, []), (run_viz.nearest_figure, [])):
         with pytest.raises(ValueError):
             f(arg, names)
 

@@ -19,8 +19,9 @@ import mdd.data
 import mdd.experts
 from mdd.cli import main
 from mdd.executors import available_cores
-from mdd.experts import (MANIFEST, ExpertRecipe, ExpertSet, build_net, expert_file,
-                         load_trajectory, preset_recipe, train_expert, train_experts)
+from mdd.experts import (MANIFEST, ExpertRecipe, ExpertSet, build_net, expert_file, preset_recipe,
+                         train_expert, train_experts)
+from mdd.trajectory_io import load_trajectory
 from mdd.nets import ParamLayout, flatten_params
 
 REPO = Path(__file__).resolve().parents[1]
