@@ -154,20 +154,16 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
             ("reseed", "DOM re-seeds: typical unused real images (default) | farthest")):
         p.add_argument("--" + name.replace("_", "-"), dest=name, choices=DISTILL[name].options(),
                        default=None, help=help_)
-    p.add_argument("--alpha-stage-rescale", dest="alpha_stage_rescale", action="store_true",
-                   default=None, help="PTM: rescale α at a stage change (default)")
-    p.add_argument("--no-alpha-stage-rescale", dest="alpha_stage_rescale", action="store_false",
-                   help="PTM: keep α at a stage change")
-    p.add_argument("--dom-center", dest="dom_center", action="store_true", default=None,
-                   help="DOM: centre features by the class's real mean (default)")
-    p.add_argument("--no-dom-center", dest="dom_center", action="store_false",
-                   help="DOM: uncentred features")
+    # --x / --no-x; None (not given) keeps the config's default
+    p.add_argument("--alpha-stage-rescale", action=argparse.BooleanOptionalAction, default=None,
+                   help="PTM: rescale α at a stage change (default: yes)")
+    p.add_argument("--dom-center", action=argparse.BooleanOptionalAction, default=None,
+                   help="DOM: centre features by the class's real mean (default: yes)")
     p.add_argument("--soft-labels", dest="soft_labels", action="store_true", default=None,
                    help="DATM: learnable labels from expert logits")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile the adjoint's reverse step (default: in adjoint mode)")
-    p.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="run the adjoint eager")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the adjoint's reverse step (default: in adjoint mode; "
+                        "--no-compile runs it eager)")
     p.add_argument("--val-background", dest="val_background", action="store_true", default=None,
                    help="val evaluations in a background process (same numbers; uses a second "
                         "core for a single run, not worth it beside other jobs)")
