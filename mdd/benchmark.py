@@ -149,12 +149,36 @@ def upsert_results(rows: list[dict], path: str | Path) -> pd.DataFrame:
     return both.reset_index(drop=True)
 
 
-def _done(results: Path) -> set[tuple]:
+def _done(results: Path, preset: str | None = None) -> set[tuple]:
+    """The cells already in ``results``. With ``preset``: refused (ValueError) when a
+    distilled row there ran another number of iterations than the preset's, or any row
+    was evaluated with other test networks or epochs — a resized preset must not find
+    an old grid's rows "done" (move them aside, or give another ``--results``)."""
     if not results.is_file():
         return set()
     df = read_results(results)
+    if preset is not None:
+        _check_preset(df, preset, results)
     return {(r.flag, None if pd.isna(r.ipc) else int(r.ipc), r.method, int(r.seed))
             for r in df.itertuples()}
+
+
+def _check_preset(df: pd.DataFrame, preset: str, results: Path) -> None:
+    from .distill_config import PRESETS
+    p = PRESETS[preset]
+    distilled = df["method"].isin(DISTILL_METHODS)
+    evaluated = df["method"] != "full"    # the ceiling's epochs are its own val search's
+    want = [("iterations", distilled, p["iterations"]), ("models", evaluated, p["test_models"]),
+            ("epochs", evaluated, p["test_epochs"])]
+    for col, rows, value in want:
+        if col not in df.columns:
+            continue
+        have = pd.to_numeric(df.loc[rows, col], errors="coerce").dropna()
+        other = sorted({int(v) for v in have if int(v) != value})
+        if other:
+            raise ValueError(f"{results} holds {int((have != value).sum())} rows with {col} "
+                             f"{', '.join(map(str, other))}, the {preset} preset has {value}: "
+                             "move them aside or give another --results")
 
 
 # ---------------------------------------------------------------- cells
@@ -252,7 +276,7 @@ def run_grid(cfg: GridConfig, client: Any = None) -> pd.DataFrame:
     # one grid writes these results and runs at a time (a second is refused, mdd.locks)
     with file_lock(results, "mdd benchmark"), folder_lock(cfg.runs, "mdd benchmark"):
         remove_partial_writes(results.parent, of=results.name)
-        done = _done(results)
+        done = _done(results, cfg.preset)
         todo = [c for c in cfg.cells() if c not in done]
         if _inline(cfg, client, len(todo)):
             # today's path, unchanged: one cell after the other in this process

@@ -72,6 +72,34 @@ def test_grid_resumes_by_skipping_finished_cells(make_fake, tmp_path, monkeypatc
     assert len(calls) == 3  # nothing redone
 
 
+def test_rows_of_another_preset_size_are_refused_not_counted_done(tmp_path, capsys):
+    """A resized preset must not skip cells an older grid finished at another size."""
+    from mdd.cli import main
+    csv = tmp_path / "results.csv"
+    old = dict(flag="breastmnist", size=28, ipc=2, seed=0, acc_mean=0.5, bacc_mean=0.5,
+               auc_mean=0.5, models=1, epochs=20, protocol=2)
+    B.upsert_results([{**old, "method": "random"}, {**old, "method": "mtt", "iterations": 7}], csv)
+    before = csv.read_bytes()
+    cfg = B.GridConfig(flags=["breastmnist"], ipcs=[2], methods=["random", "mtt"], seeds=[0],
+                       preset="smoke", runs=str(tmp_path / "runs"), results=str(csv), workers=0,
+                       progress=False)
+    with pytest.raises(ValueError, match="1 rows with iterations 7, the smoke preset has 8"):
+        B.run_grid(cfg)
+    rc = main(["benchmark", "--preset", "smoke", "--flags", "breastmnist", "--ipcs", "2",
+               "--methods", "random", "mtt", "--seeds", "0", "--runs", str(tmp_path / "runs"),
+               "--results", str(csv), "--workers", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "move them aside" in err
+    runs = tmp_path / "runs"
+    assert csv.read_bytes() == before and not [p for p in runs.glob("*") if p.name != ".lock"]
+    # rows at the preset's size count as done; other evaluation sizes are refused too
+    B.upsert_results([{**old, "method": "mtt", "iterations": 8}], csv)
+    assert B._done(csv, "smoke") == {("breastmnist", 2, "random", 0), ("breastmnist", 2, "mtt", 0)}
+    B.upsert_results([{**old, "method": "random", "epochs": 300}], csv)
+    with pytest.raises(ValueError, match="epochs 300, the smoke preset has 20"):
+        B._done(csv, "smoke")
+
+
 # ---------------------------------------------------------------- scale-out
 def _fake_row(cfg, flag, ipc, method, seed):
     return {"flag": flag, "size": 28, "ipc": ipc, "method": method, "seed": seed,
