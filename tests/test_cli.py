@@ -140,7 +140,8 @@ def test_distill_v2_options_round_trip(monkeypatch, capsys):
     assert set(want) <= explicit
     r = resolve(cfg, explicit)    # explicit wins over the preset (cpu: unit="steps")
     assert {k: getattr(r, k) for k in want} == want and r.preset == "cpu"
-    assert r.iterations == 150    # not given: the preset's
+    from mdd.distill_config import PRESETS
+    assert r.iterations == PRESETS["cpu"]["iterations"]    # not given: the preset's
 
 
 def test_distill_options_not_given_stay_unset(monkeypatch, capsys):
