@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mdd
-from mdd import data as mdata, privacy, privacy_metrics as pm, privacy_report
+from mdd import data as mdata, privacy, privacy_metrics as pm, privacy_nearest, privacy_report
 from mdd.artifact import save_distilled
 from mdd.baselines import random_subset
 from mdd.cli import main
@@ -126,11 +126,11 @@ def test_init_fallbacks_noise_and_config(fake, tmp_path):
     root, data = fake
     x, y, idx = random_subset(data, 1, seed=3)
     ds = mdd.load_distilled(_artifact(tmp_path / "a", data, x, y, seed=3))
-    prov = privacy.init_provenance(ds, data)   # no init_indices: recomputed from the seed
+    prov = privacy_nearest.init_provenance(ds, data)   # no init_indices: recomputed from the seed
     assert prov["source"] == "config" and prov["rows"].tolist() == idx.tolist()
     ds = mdd.load_distilled(_artifact(tmp_path / "b", data, x, y, idx, config={"init": "noise"},
                                       method="ptm+dom"))
-    prov = privacy.init_provenance(ds, data)
+    prov = privacy_nearest.init_provenance(ds, data)
     assert prov["rows"].tolist() == [-1, -1] and prov["seeds"] == []
     assert "re-seeds unknown" in prov["source"]
 
