@@ -365,7 +365,10 @@ def _run_on(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> N
         bar = tqdm(total=len(todo), desc=f"benchmark ({place.describe()})", disable=not cfg.progress)
         with bar:
             while waiting or running:
-                while waiting and failure is None:
+                # no more cells handed out than there are worker slots: a Dask worker
+                # given a second cell behind a long one (a ceiling) would hold it back
+                # while another worker is free, and the grid would lose its order
+                while waiting and failure is None and len(running) < max(1, place.workers):
                     cell = waiting.pop(0)
                     job = CellJob(wcfg, cell, place.threads, place.host_slots)
                     running[place.executor.submit(run_cell_job, job)] = cell

@@ -151,6 +151,31 @@ def test_workers_run_experts_first_and_controls_after_their_method(threaded_grid
     assert table[B.KEY].astype(str).values.tolist() == inline[B.KEY].astype(str).values.tolist()
 
 
+def test_no_more_cells_are_handed_out_than_worker_slots(threaded_grid, monkeypatch):
+    """A Dask worker given a cell behind a long one would hold it while another idles."""
+    cfg, log, _ = threaded_grid
+    outstanding, most = set(), [0]
+
+    class Counting(cf.ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            fut = super().submit(fn, *args)
+            outstanding.add(fut)
+            most[0] = max(most[0], sum(not f.done() for f in outstanding))
+            return fut
+
+    @contextlib.contextmanager
+    def pool(workers, pending, threads, scheduler, client):
+        with Counting(8) as ex:
+            yield Placement(ex, "processes", 2, 1)
+
+    monkeypatch.setattr(B, "open_executor", pool)
+    B.run_grid(cfg)
+    assert most[0] == 2 and len(B.read_results(cfg.results)) == len(cfg.cells())
+    # handed out in grid order (controls once their method is done)
+    starts = [c for e, c in log if e == "start" and "@" not in c[2]]
+    assert starts == [c for c in cfg.cells() if "@" not in c[2]]
+
+
 def test_a_failed_cell_stops_new_cells_keeps_finished_rows_and_skips_its_controls(threaded_grid):
     cfg, log, fail = threaded_grid
     cfg.seeds = [0]
