@@ -6,7 +6,7 @@ the grid runs. Consecutive beats more than ``--gap`` seconds apart start a new s
 the wall time is the sum of the segments' lengths (each rounded down to its last beat,
 so at most a minute per segment is missed).
 
-    python benchmarks/grid_wall.py runs/logs/grid_heartbeat.log [--md results/benchmark_wall.md]
+    python benchmarks/grid_wall.py results/benchmark_heartbeat.log [--md results/benchmark_wall.md]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def report(beats: list[int], gap: int = 180) -> str:
     rows = [f"| {iso(a)} | {iso(b)} | {(b - a) / 3600:.2f} |" for a, b in segs]
     total = sum(b - a for a, b in segs) / 3600
     return "\n".join(["# Wall time of the benchmark grid of record", "",
-                      "Command: `python benchmarks/grid_wall.py runs/logs/grid_heartbeat.log "
+                      "Command: `python benchmarks/grid_wall.py results/benchmark_heartbeat.log "
                       "--md results/benchmark_wall.md` (segments: the grid running in the "
                       "background, one per session; times UTC).", "",
                       "| from | to | hours |", "|---|---|---|", *rows, "",
