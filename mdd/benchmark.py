@@ -391,8 +391,8 @@ def _run_on(cfg: GridConfig, todo: list[tuple], results: Path, client: Any) -> N
                     # its controls can run now (the method's result.json exists)
                     ready = [c for c in blocked if after[c] == cell]
                     blocked = [c for c in blocked if after[c] != cell]
-                    if failure is None:
-                        waiting.extend(ready)
+                    if failure is None:   # first: they precede every waiting cell in grid order
+                        waiting[:0] = ready
     if failure is not None:
         cell, err = failure
         if hasattr(err, "add_note"):
