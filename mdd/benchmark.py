@@ -493,7 +493,8 @@ def _cli(args: argparse.Namespace) -> list[dict] | None:
     if getattr(args, "claims", False):
         # runs nothing: the verdicts, from the CSV (and the run folders' logs if present)
         from .claims import write_claims
-        md = write_claims(args.results, Path(args.results).with_name("claims.md"), runs=args.runs)
+        md = write_claims(args.results, Path(args.results).with_name("claims.md"), runs=args.runs,
+                          expected=[(f, i) for f in args.flags for i in args.ipcs])
         print(md)
         return None
     if args.report:

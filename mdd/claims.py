@@ -22,7 +22,7 @@ each of those runs). A cell the grid lacks, or one below that, is listed as miss
 incomplete with what it lacks; it is never filled in or guessed, and no verdict other
 than "not resolved" is given on an average that misses a cell.
 
-Claim 1 — stability (PTM vs MTT, every flag of the CSV, ipc 2 and 10)
+Claim 1 — stability (PTM vs MTT, every flag of the grid or the CSV, ipc 2 and 10)
     Per cell: test-ACC std over seeds of each method; per run, from the log, loss jumps
     (:func:`mdd.diagnostics.loss_jumps`, a change by more than ×1.5 between consecutive
     iterations) and the mean rolling variance of the loss
@@ -115,9 +115,15 @@ def _by_seed(df: pd.DataFrame, flag: str, ipc: int, method: str) -> dict[int, fl
     return {int(s): float(a) for s, a in zip(g["seed"], g["acc_mean"]) if math.isfinite(a)}
 
 
-def _cells(df: pd.DataFrame) -> list[tuple[str, int]]:
-    """Every flag × ipc the CSV has a row for, in its order."""
-    return list(dict.fromkeys((str(f), int(i)) for f, i in zip(df["flag"], df["ipc"])))
+Cells = Sequence[tuple[str, int]]
+
+
+def _cells(df: pd.DataFrame, expected: Cells | None = None) -> list[tuple[str, int]]:
+    """The ``expected`` flag × ipc cells (the grid that was asked for) first, then every
+    other cell the CSV has a row for, in its order: a cell the grid has not reached yet is
+    listed as missing, so a partial grid never reads as complete."""
+    seen = [(str(f), int(i)) for f, i in zip(df["flag"], df["ipc"])]
+    return list(dict.fromkeys([(str(f), int(i)) for f, i in (expected or [])] + seen))
 
 
 # ====================================================================== statistics
@@ -244,15 +250,15 @@ def _log_stats(df: pd.DataFrame, grid, flag: str, ipc: int, method: str, seed: i
 
 
 def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
-                    ipcs: Sequence[int] = STABILITY_IPCS) -> dict:
+                    ipcs: Sequence[int] = STABILITY_IPCS, expected: Cells | None = None) -> dict:
     """Claim 1. Returns ``cells`` (one dict per flag × ipc: ``flag, ipc, seeds, status,
     acc_std_ptm, acc_std_mtt`` (fractions), and with logs ``jumps_ptm/_mtt`` and
     ``rv_ptm/_mtt`` (means over the paired runs), ``d_jumps``/``d_rv`` (paired
     differences, :func:`mdd.stats.paired_difference`), ``outcome``), ``verdict`` and
-    ``reason``."""
+    ``reason``. ``expected``: the grid's cells; its flags count even without a row."""
     from .benchmark import GridConfig
     grid = GridConfig(runs=str(runs)) if runs is not None else None
-    flags = list(dict.fromkeys(str(f) for f in df["flag"]))
+    flags = list(dict.fromkeys(f for f, _ in _cells(df, expected)))
     cells, logs_seen = [], False
     for flag in flags:
         for ipc in ipcs:
@@ -319,10 +325,10 @@ def best_baseline(df: pd.DataFrame, flag: str, ipc: int,
     return max(means, key=lambda m: (means[m], -baselines.index(m))), means
 
 
-def _gain_cells(df: pd.DataFrame, a: str, b: str | None) -> list[dict]:
+def _gain_cells(df: pd.DataFrame, a: str, b: str | None, expected: Cells | None = None) -> list[dict]:
     """Per cell ``a − b`` paired over seeds (``b`` None: the best baseline)."""
     out = []
-    for flag, ipc in _cells(df):
+    for flag, ipc in _cells(df, expected):
         va = _by_seed(df, flag, ipc, a)
         if b is None:
             ref, means = best_baseline(df, flag, ipc)
@@ -358,11 +364,11 @@ def _average(cells: list[dict], claimed: float | None) -> dict:
     return avg
 
 
-def accuracy_claim(df: pd.DataFrame) -> dict:
+def accuracy_claim(df: pd.DataFrame, expected: Cells | None = None) -> dict:
     """Claim 2. ``cells`` (per flag × ipc: ``b`` the chosen baseline, ``baseline_means``,
     ``diff`` a paired difference, ``status``), ``average`` and ``ipc2`` (averages with
     ``verdict``/``reason``, :func:`average_difference`), ``verdict``, ``reason``."""
-    cells = _gain_cells(df, "ptm+dom", None)
+    cells = _gain_cells(df, "ptm+dom", None, expected)
     average = _average(cells, PAPER_AVERAGE_GAIN)
     at2 = [c for c in cells if c["ipc"] == 2]
     ipc2 = _average(at2, PAPER_IPC2_GAIN) if at2 else {
@@ -373,19 +379,22 @@ def accuracy_claim(df: pd.DataFrame) -> dict:
     return {"cells": cells, "average": average, "ipc2": ipc2, "verdict": verdict, "reason": reason}
 
 
-def dom_claim(df: pd.DataFrame) -> dict:
+def dom_claim(df: pd.DataFrame, expected: Cells | None = None) -> dict:
     """Claim 3: PTM+DOM − PTM per cell and averaged (``cells``, ``average``, ``verdict``)."""
-    cells = _gain_cells(df, "ptm+dom", "ptm")
+    cells = _gain_cells(df, "ptm+dom", "ptm", expected)
     average = _average(cells, None)
     return {"cells": cells, "average": average, "verdict": average["verdict"],
             "reason": average["reason"]}
 
 
-def claims(results: str | Path | pd.DataFrame, runs: str | Path | None = None) -> dict:
-    """All three claims: ``{"stability": …, "accuracy": …, "dom": …}`` (see each)."""
+def claims(results: str | Path | pd.DataFrame, runs: str | Path | None = None,
+           expected: Cells | None = None) -> dict:
+    """All three claims: ``{"stability": …, "accuracy": …, "dom": …}`` (see each).
+    ``expected``: the (flag, ipc) cells the grid was asked for (``mdd benchmark --claims``
+    passes its ``--flags`` × ``--ipcs``); None: the cells the CSV has rows for."""
     df = _results(results)
-    return {"stability": stability_claim(df, runs), "accuracy": accuracy_claim(df),
-            "dom": dom_claim(df)}
+    return {"stability": stability_claim(df, runs, expected=expected),
+            "accuracy": accuracy_claim(df, expected), "dom": dom_claim(df, expected)}
 
 
 # ====================================================================== Markdown
@@ -427,10 +436,11 @@ def _table(rows: list[dict]) -> str:
     return markdown_table(pd.DataFrame(rows)) if rows else "(no cells)\n"
 
 
-def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | None = None) -> str:
+def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | None = None,
+                    expected: Cells | None = None) -> str:
     """The three claims as Markdown: per claim its verdict line, the per-cell table and
     the averages beside the paper's figures (the rule is the module doc's)."""
-    c = claims(results_csv, runs)
+    c = claims(results_csv, runs, expected)
     src = "the results rows" if isinstance(results_csv, pd.DataFrame) else f"`{results_csv}`"
     out = ["# Claims: the paper's three claims against the benchmark", "",
            f"From {src}" + (f" (loss stability from its rows, else the run logs in `{runs}`)"
@@ -491,9 +501,9 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
 
 
 def write_claims(results_csv: str | Path, out: str | Path = "results/claims.md",
-                 runs: str | Path | None = None) -> str:
+                 runs: str | Path | None = None, expected: Cells | None = None) -> str:
     """Write :func:`claims_markdown` to ``out`` (atomically); return the Markdown."""
     from .io import write_text
-    md = claims_markdown(results_csv, runs)
+    md = claims_markdown(results_csv, runs, expected)
     write_text(Path(out), md)
     return md

@@ -239,7 +239,8 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="run nothing: print the results as Markdown (also written beside the CSV, .md)")
     p.add_argument("--claims", action="store_true",
                    help="run nothing: write the claims verdicts (stability, accuracy, DOM) as "
-                        "claims.md beside the CSV, from it and --runs' logs, and print them")
+                        "claims.md beside the CSV, from it and --runs' logs, and print them; "
+                        "every --flags × --ipcs cell is expected (missing ones are listed)")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the random@<method> rows (the real subset at the learned α)")
     p.add_argument("--device", default="auto")

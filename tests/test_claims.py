@@ -229,6 +229,22 @@ def test_stability_missing_ipc_and_missing_logs(tmp_path):
     assert s["verdict"] == C.NOT_RESOLVED
 
 
+def test_expected_cells_the_grid_has_not_reached_block_every_verdict(tmp_path):
+    # ipc 2 and 10 of flag f are complete and supported; the grid also asked for ipc 5
+    # and a flag g: a partial grid must not read as complete
+    results = csv(tmp_path, grid(gain=0.13))
+    assert C.claims(results)["accuracy"]["verdict"] == C.SUPPORTED
+    c = C.claims(results, expected=[("f", 2), ("f", 5), ("g", 2)])
+    status = {(x["flag"], x["ipc"]): x["status"] for x in c["accuracy"]["cells"]}
+    assert status == {("f", 2): "complete", ("f", 5): "missing: ptm+dom, mtt/datm",
+                      ("g", 2): "missing: ptm+dom, mtt/datm", ("f", 10): "complete"}
+    assert c["accuracy"]["average"]["verdict"] == C.NOT_RESOLVED
+    assert c["accuracy"]["ipc2"]["verdict"] == C.NOT_RESOLVED      # g's ipc 2 is missing
+    assert c["dom"]["verdict"] == C.NOT_RESOLVED
+    assert {(x["flag"], x["ipc"]) for x in c["stability"]["cells"]} == {("f", 2), ("f", 10), ("g", 2), ("g", 10)}
+    assert c["stability"]["verdict"] == C.NOT_RESOLVED
+
+
 # ---------------------------------------------------------------- files and CLI
 def test_write_claims_and_the_cli(tmp_path, capsys):
     results = csv(tmp_path / "results", grid(gain=0.13))
@@ -243,3 +259,5 @@ def test_write_claims_and_the_cli(tmp_path, capsys):
     written = (results.parent / "claims.md").read_text()
     assert "## Claim 2" in printed and written.strip() in printed
     assert not (runs / "experts").exists()   # nothing ran
+    # the CLI expects its --flags × --ipcs (by default the grid): f alone is partial
+    assert "breastmnist | 1 | 0 | missing" in written and "**Verdict: supported**" not in written
