@@ -243,6 +243,9 @@ def test_expected_cells_the_grid_has_not_reached_block_every_verdict(tmp_path):
     assert c["dom"]["verdict"] == C.NOT_RESOLVED
     assert {(x["flag"], x["ipc"]) for x in c["stability"]["cells"]} == {("f", 2), ("f", 10), ("g", 2), ("g", 10)}
     assert c["stability"]["verdict"] == C.NOT_RESOLVED
+    rows = C.summary_rows(c)
+    assert [r["complete cells"] for r in rows] == ["0 of 4", "2 of 4", "1 of 2", "2 of 4"]
+    assert {r["verdict"] for r in rows} == {C.NOT_RESOLVED}
 
 
 # ---------------------------------------------------------------- files and CLI
@@ -251,8 +254,12 @@ def test_write_claims_and_the_cli(tmp_path, capsys):
     runs = stability_runs(tmp_path)
     md = C.write_claims(results, tmp_path / "out" / "claims.md", runs=runs)
     assert (tmp_path / "out" / "claims.md").read_text() == md
-    for line in ("## Claim 1", "## Claim 2", "## Claim 3", "**Verdict: supported**", "+8.33", "+11.70"):
+    for line in ("## Summary", "## Claim 1", "## Claim 2", "## Claim 3", "**Verdict: supported**",
+                 "+8.33", "+11.70"):
         assert line in md
+    summary = C.summary_rows(C.claims(results, runs))
+    assert [r["verdict"] for r in summary] == [C.SUPPORTED] * 4
+    assert summary[0]["complete cells"] == "2 of 2" and summary[1]["measured"].startswith("+13.0 [")
     rc = main(["benchmark", "--claims", "--results", str(results), "--runs", str(runs)])
     assert rc == 0
     printed = capsys.readouterr().out
