@@ -492,7 +492,7 @@ def report_markdown(results: pd.DataFrame, pairs=PAIRS) -> str:
 def _cli(args: argparse.Namespace) -> list[dict] | None:
     if getattr(args, "claims", False):
         # runs nothing: the verdicts, from the CSV (and the run folders' logs if present)
-        from .claims import write_claims
+        from .claims_report import write_claims
         md = write_claims(args.results, Path(args.results).with_name("claims.md"), runs=args.runs,
                           expected=[(f, i) for f in args.flags for i in args.ipcs])
         print(md)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mdd import claims as C, stats
+from mdd import claims as C, claims_report as R, stats
 from mdd.benchmark import upsert_results
 from mdd.cli import main
 
@@ -127,7 +127,7 @@ def test_missing_cells_are_reported_and_block_a_verdict(tmp_path):
     rs2 = [r for r in grid(gain=0.13) if not (r["ipc"] == 10 and r["method"] == "datm")]
     one = C.claims(pd.DataFrame(rs2))["accuracy"]["cells"]
     assert [x["status"] for x in one] == ["complete", "incomplete: datm missing"]
-    md = C.claims_markdown(csv(tmp_path, rs, "m.csv"))
+    md = R.claims_markdown(csv(tmp_path, rs, "m.csv"))
     assert "missing: ptm+dom" in md and "incomplete: 2 shared seed(s)" in md
 
 
@@ -243,7 +243,7 @@ def test_expected_cells_the_grid_has_not_reached_block_every_verdict(tmp_path):
     assert c["dom"]["verdict"] == C.NOT_RESOLVED
     assert {(x["flag"], x["ipc"]) for x in c["stability"]["cells"]} == {("f", 2), ("f", 10), ("g", 2), ("g", 10)}
     assert c["stability"]["verdict"] == C.NOT_RESOLVED
-    rows = C.summary_rows(c)
+    rows = R.summary_rows(c)
     assert [r["complete cells"] for r in rows] == ["0 of 4", "2 of 4", "1 of 2", "2 of 4"]
     assert {r["verdict"] for r in rows} == {C.NOT_RESOLVED}
 
@@ -252,12 +252,12 @@ def test_expected_cells_the_grid_has_not_reached_block_every_verdict(tmp_path):
 def test_write_claims_and_the_cli(tmp_path, capsys):
     results = csv(tmp_path / "results", grid(gain=0.13))
     runs = stability_runs(tmp_path)
-    md = C.write_claims(results, tmp_path / "out" / "claims.md", runs=runs)
+    md = R.write_claims(results, tmp_path / "out" / "claims.md", runs=runs)
     assert (tmp_path / "out" / "claims.md").read_text() == md
     for line in ("## Summary", "## Claim 1", "## Claim 2", "## Claim 3", "**Verdict: supported**",
                  "+8.33", "+11.70"):
         assert line in md
-    summary = C.summary_rows(C.claims(results, runs))
+    summary = R.summary_rows(C.claims(results, runs))
     assert [r["verdict"] for r in summary] == [C.SUPPORTED] * 4
     assert summary[0]["complete cells"] == "2 of 2" and summary[1]["measured"].startswith("+13.0 [")
     rc = main(["benchmark", "--claims", "--results", str(results), "--runs", str(runs)])
