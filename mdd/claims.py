@@ -139,7 +139,7 @@ def _lows_highs(d: dict) -> tuple[list[float], list[float]] | None:
     return [d["ci_low"], d["t_low"]], [d["ci_high"], d["t_high"]]
 
 
-def _resolved_sign(d: dict) -> int:
+def resolved_sign(d: dict) -> int:
     """+1 / −1 when both intervals lie above / below 0, else 0."""
     b = _lows_highs(d)
     if b is None:
@@ -291,7 +291,7 @@ def stability_claim(df: pd.DataFrame, runs: str | Path | None = None,
                 row["status"] = f"incomplete: logs for {len(with_logs)} of {len(shared)} seeds"
             else:
                 row["status"] = "complete"
-                signs = [_resolved_sign(row["d_jumps"]), _resolved_sign(row["d_rv"])]
+                signs = [resolved_sign(row["d_jumps"]), resolved_sign(row["d_rv"])]
                 if max(signs) > 0:
                     row["outcome"] = "PTM less stable"
                 elif min(signs) < 0 and row["acc_std_ptm"] <= row["acc_std_mtt"]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import (PAPER_AVERAGE_GAIN, PAPER_IPC2_GAIN, Cells, _resolved_sign, claims)
+from .claims import (PAPER_AVERAGE_GAIN, PAPER_IPC2_GAIN, Cells, claims, resolved_sign)
+
 
 def _pts(v: float | None, scale: float = 100.0, digits: int = 1, sign: bool = True) -> str:
     if v is None or not math.isfinite(v):
@@ -17,16 +18,21 @@ def _pts(v: float | None, scale: float = 100.0, digits: int = 1, sign: bool = Tr
     return f"{scale * v:{'+' if sign else ''}.{digits}f}"
 
 
-def _ci(d: dict | None, scale: float = 100.0, digits: int = 1) -> str:
-    """``+2.3 [−1.0, +5.6] t [−2.0, +6.1]`` (mean, bootstrap CI, t CI)."""
+def _intervals(d: dict | None, fmt) -> str:
+    """``mean [bootstrap CI] t [t CI]`` of a difference ``d``, each value by ``fmt``."""
     if not d or d.get("mean") is None:
         return ""
-    s = _pts(d["mean"], scale, digits)
+    s = fmt(d["mean"])
     if d.get("ci_low") is not None:
-        s += f" [{_pts(d['ci_low'], scale, digits)}, {_pts(d['ci_high'], scale, digits)}]"
+        s += f" [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
     if d.get("t_low") is not None:
-        s += f" t [{_pts(d['t_low'], scale, digits)}, {_pts(d['t_high'], scale, digits)}]"
+        s += f" t [{fmt(d['t_low'])}, {fmt(d['t_high'])}]"
     return s
+
+
+def _ci(d: dict | None) -> str:
+    """``+2.3 [−1.0, +5.6] t [−2.0, +6.1]`` (points)."""
+    return _intervals(d, _pts)
 
 
 def _sci(v: float | None) -> str:
@@ -34,14 +40,7 @@ def _sci(v: float | None) -> str:
 
 
 def _sci_ci(d: dict | None) -> str:
-    if not d or d.get("mean") is None:
-        return ""
-    s = f"{d['mean']:+.3g}"
-    if d.get("ci_low") is not None:
-        s += f" [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]"
-    if d.get("t_low") is not None:
-        s += f" t [{d['t_low']:+.3g}, {d['t_high']:+.3g}]"
-    return s
+    return _intervals(d, lambda v: f"{v:+.3g}")
 
 
 def _table(rows: list[dict]) -> str:
@@ -59,7 +58,7 @@ def summary_rows(c: dict) -> list[dict]:
     s, a, d = c["stability"], c["accuracy"], c["dom"]
     done = [x for x in s["cells"] if x["status"] == "complete"]
     stabler = sum(x["outcome"] == "PTM stabler" for x in done)
-    rv_lower = sum(_resolved_sign(x["d_rv"]) < 0 for x in done if x.get("d_rv"))
+    rv_lower = sum(resolved_sign(x["d_rv"]) < 0 for x in done if x.get("d_rv"))
     std_ok = sum(x["acc_std_ptm"] <= x["acc_std_mtt"] for x in done)
     rows = [{"claim": "1 · stability, PTM vs MTT (ipc 2 and 10)", "paper": "PTM stabler",
              "measured": f"PTM stabler in {stabler} of {len(done)} complete cells (rolling loss "
