@@ -129,8 +129,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _upsert(rows: list[dict], path: Path) -> pd.DataFrame:
-    new = pd.DataFrame(rows)
+def add_rows(rows: list[dict], path: str | Path) -> pd.DataFrame:
+    """Write ``rows`` into the ablation CSV at ``path`` (a row replaces the one with its
+    key) and return the whole table; rows from elsewhere (e.g. a grid's run folders) enter
+    an ablation this way and its runner skips their cells."""
+    path, new = Path(path), pd.DataFrame(rows)
     old = read_table(path) if path.is_file() else None
     both = new if old is None else pd.concat([new, old], ignore_index=True)
     both = both.drop_duplicates(list(KEY), keep="first").sort_values(list(KEY))
@@ -159,7 +162,7 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> pd.DataFrame:
         futures = {place.executor.submit(run_cell, cfg, *c): c for c in todo}
         with tqdm(total=len(todo), desc=f"ablation {cfg.name}", disable=not progress) as bar:
             for fut in cf.as_completed(futures):
-                _upsert([fut.result()], path)
+                add_rows([fut.result()], path)
                 bar.update()
     return read_table(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
 

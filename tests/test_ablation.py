@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mdd.ablation import (AblationConfig, decide_defaults, defaults_markdown,
-                          run_ablation, summary_markdown, summary_table)
+from mdd.ablation import (AblationConfig, add_rows, decide_defaults, defaults_markdown,
+                          read_table, run_ablation, summary_markdown, summary_table)
 
 
 def test_two_variants_two_seeds_inline(distill_env, tmp_path: Path) -> None:
@@ -32,6 +32,22 @@ def test_two_variants_two_seeds_inline(distill_env, tmp_path: Path) -> None:
     assert sgd["seeds"] == 2 and sgd["ci"] and pd.isna(s[s.variant == "v2"].iloc[0]["diff"])
     md = summary_markdown(table, "v2")
     assert md.count("\n") == 4 and "| breastmnist | 2 | sgd | 2 |" in md
+
+
+def test_rows_from_elsewhere_are_kept_and_their_cells_skipped(distill_env, tmp_path: Path) -> None:
+    cfg = AblationConfig(name="mixed", reference="v2", preset="smoke", seeds=[0, 1], ipcs=[2],
+                         variants={"v2": {}}, root=str(distill_env["root"]),
+                         experts=str(distill_env["experts"]), runs=str(tmp_path / "runs"),
+                         results=str(tmp_path / "results"), workers=0)
+    theirs = {"flag": "breastmnist", "ipc": 2, "variant": "v2", "seed": 0, "val_auc": 0.123,
+              "source": "a grid run"}
+    add_rows([{**theirs, "val_auc": 0.5}], cfg.csv)
+    add_rows([theirs], cfg.csv)                    # a row replaces the one with its key
+    assert len(read_table(cfg.csv)) == 1
+    table = run_ablation(cfg, progress=False).set_index("seed")
+    assert table.loc[0, "val_auc"] == 0.123 and table.loc[0, "source"] == "a grid run"
+    assert table.loc[1, "val_auc"] != 0.123 and not (tmp_path / "runs" / "mixed" /
+                                                      "breastmnist-ipc2-v2-s0").exists()
 
 
 def test_summary_pairs_by_seed() -> None:
