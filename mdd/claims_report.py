@@ -78,6 +78,10 @@ def summary_rows(c: dict) -> list[dict]:
     return rows
 
 
+def _section(title: str, claim: dict) -> list[str]:
+    return [f"## {title}", "", f"**Verdict: {claim['verdict']}** — {claim['reason']}.", ""]
+
+
 def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | None = None,
                     expected: Cells | None = None) -> str:
     """The three claims as Markdown: per claim its verdict line, the per-cell table and
@@ -96,8 +100,7 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
            "brackets, Student-t CI after `t` (the rules and each cell below).", ""]
 
     s = c["stability"]
-    out += ["## Claim 1 — stability: PTM vs MTT (ipc 2 and 10)", "",
-            f"**Verdict: {s['verdict']}** — {s['reason']}.", ""]
+    out += _section("Claim 1 — stability: PTM vs MTT (ipc 2 and 10)", s)
     rows = []
     for r in s["cells"]:
         rows.append({"flag": r["flag"], "ipc": r["ipc"], "seeds": r["seeds"], "status": r["status"],
@@ -112,8 +115,7 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
             "roll. var: the run's mean rolling variance of the matching loss. Δ = PTM − MTT.", ""]
 
     a = c["accuracy"]
-    out += ["## Claim 2 — accuracy: PTM+DOM vs the previous best (best of MTT, DATM)", "",
-            f"**Verdict: {a['verdict']}** — {a['reason']}.", ""]
+    out += _section("Claim 2 — accuracy: PTM+DOM vs the previous best (best of MTT, DATM)", a)
     rows = []
     for r in a["cells"]:
         means = ", ".join(f"{m} {100 * v:.1f}" for m, v in r["baseline_means"].items())
@@ -134,8 +136,7 @@ def claims_markdown(results_csv: str | Path | pd.DataFrame, runs: str | Path | N
             "within cells, Welch–Satterthwaite df).", ""]
 
     d = c["dom"]
-    out += ["## Claim 3 — DOM's own effect: PTM+DOM vs PTM", "",
-            f"**Verdict: {d['verdict']}** — {d['reason']}.", ""]
+    out += _section("Claim 3 — DOM's own effect: PTM+DOM vs PTM", d)
     rows = [{"flag": r["flag"], "ipc": r["ipc"], "seeds": r["seeds"], "status": r["status"],
              "PTM+DOM − PTM": _ci(r["diff"])} for r in d["cells"]]
     avg = d["average"]
