@@ -47,6 +47,18 @@ def test_seed_table_is_over_seeds_with_paired_gains():
     assert p["seeds"].tolist() == [3] and p["ΔACC [bootstrap CI]"].tolist()[0].startswith("+12.0")
 
 
+def test_glance_table_has_one_row_per_cell_and_flags_thin_cells():
+    rows = [dict(flag="f", ipc=2, method=m, seed=s, acc_mean=a + s / 100, auc_mean=0.8)
+            for m, a in (("random", 0.5), ("mtt", 0.7), ("random@mtt", 0.1)) for s in range(3)]
+    rows += [dict(flag="f", ipc=10, method="mtt", seed=0, acc_mean=0.75, auc_mean=0.9),
+             dict(flag="f", ipc=None, method="full", seed=0, acc_mean=0.9, auc_mean=0.95)]
+    t = B.glance_table(pd.DataFrame(rows)).set_index("ipc")
+    assert list(t.columns) == ["flag", "random", "mtt", "full"]      # no random@ control
+    assert t.loc[2, "mtt"] == "71.0 ± 1.0" and t.loc[10, "mtt"] == "75.0 (n = 1)"
+    assert t.loc[10, "random"] == "" and (t["full"] == "90.0").all()
+    assert B.glance_table(pd.DataFrame(rows), "auc_mean").loc[0, "full"] == "0.950"
+
+
 def test_grid_resumes_by_skipping_finished_cells(make_fake, tmp_path, monkeypatch):
     root = make_fake("breastmnist")
     calls = []
