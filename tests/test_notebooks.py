@@ -30,7 +30,7 @@ EXPECTED_FIGURES = {
     "03_distinct_breastmnist_ipc2.png", "03_distinct_breastmnist_ipc2.csv",
     "04_grids_breastmnist_ipc2.png", "04_evolution_breastmnist_ipc2.png",
     "04_nearest_breastmnist_ipc2.png", "04_nearest_breastmnist_ipc2.csv",
-    "05_benchmark.csv", "05_benchmark.md", "05_benchmark_results.csv",
+    "05_benchmark.csv", "05_benchmark.md", "05_benchmark_results.csv", "05_benchmark_glance.md",
     "05_benchmark_bars.png", "05_benchmark_lines.png", "05_claims.md",
     "06_compare_breastmnist_ipc2.png", "06_compare_breastmnist_ipc2.csv",
     "06_compare_breastmnist_ipc2.md",
