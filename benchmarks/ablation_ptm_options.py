@@ -54,7 +54,8 @@ def config(workers: int = 2) -> AblationConfig:
                           variants={**FROM_GRID, **OPTIONS})
 
 
-def grid_row(cfg: AblationConfig, flag: str, ipc: int, variant: str, seed: int) -> dict | None:
+def grid_row(cfg: AblationConfig, grid: pd.DataFrame, flag: str, ipc: int, variant: str,
+             seed: int) -> dict | None:
     """The grid's run of this cell as an ablation row: from its run folder when it
     finished here, else from its val columns in the grid's CSV; None when neither."""
     method = FROM_GRID[variant].get("method", cfg.method)
@@ -63,10 +64,7 @@ def grid_row(cfg: AblationConfig, flag: str, ipc: int, variant: str, seed: int) 
     folder = GRID_RUNS / f"{flag}-ipc{ipc}-{method}-s{seed}"
     if (folder / "result.json").is_file():
         return {**read_run(folder), **key, "source": str(folder)}
-    if not GRID_CSV.is_file():
-        return None
-    g = pd.read_csv(GRID_CSV)
-    r = g[(g.flag == flag) & (g.ipc == ipc) & (g.method == method) & (g.seed == seed)]
+    r = grid[(grid.flag == flag) & (grid.ipc == ipc) & (grid.method == method) & (grid.seed == seed)]
     if r.empty or not math.isfinite(float(r.val_auc.iloc[0])):
         return None
     r = r.iloc[0]
@@ -77,8 +75,10 @@ def grid_row(cfg: AblationConfig, flag: str, ipc: int, variant: str, seed: int) 
 
 def take_grid_rows(cfg: AblationConfig) -> int:
     """Enter the grid's finished cells into the ablation CSV; returns how many."""
+    grid = pd.read_csv(GRID_CSV) if GRID_CSV.is_file() else pd.DataFrame(
+        columns=["flag", "ipc", "method", "seed", "val_auc"])
     rows = [row for (f, i, v, s) in cfg.cells() if v in FROM_GRID
-            if (row := grid_row(cfg, f, i, v, s)) is not None]
+            if (row := grid_row(cfg, grid, f, i, v, s)) is not None]
     if rows:
         add_rows(rows, cfg.csv)
     return len(rows)
